@@ -1,0 +1,233 @@
+//! Instance resources: what users launch.
+
+use crate::ids::{InstanceId, NodeId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What runs: a container (Docker) or a VM (libvirt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceKind {
+    #[default]
+    Container,
+    Vm,
+}
+
+/// When the node restarts an instance whose process exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Never,
+    OnFailure,
+    #[default]
+    Always,
+}
+
+/// What the user asked the instance to be doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Stopped,
+}
+
+/// Lifecycle of an instance:
+/// `pending` → `scheduled` → `starting` → `running` → `stopping` → `stopped`;
+/// `deleting`; `failed` (with `status_reason`); `lost` while its node is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    Pending,
+    Scheduled,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Deleting,
+    Failed,
+    Lost,
+}
+
+impl InstanceStatus {
+    pub const ALL: [InstanceStatus; 9] = [
+        InstanceStatus::Pending,
+        InstanceStatus::Scheduled,
+        InstanceStatus::Starting,
+        InstanceStatus::Running,
+        InstanceStatus::Stopping,
+        InstanceStatus::Stopped,
+        InstanceStatus::Deleting,
+        InstanceStatus::Failed,
+        InstanceStatus::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Pending => "pending",
+            InstanceStatus::Scheduled => "scheduled",
+            InstanceStatus::Starting => "starting",
+            InstanceStatus::Running => "running",
+            InstanceStatus::Stopping => "stopping",
+            InstanceStatus::Stopped => "stopped",
+            InstanceStatus::Deleting => "deleting",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            RestartPolicy::Never,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Always,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl InstanceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceKind::Container => "container",
+            InstanceKind::Vm => "vm",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "container" => Some(InstanceKind::Container),
+            "vm" => Some(InstanceKind::Vm),
+            _ => None,
+        }
+    }
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "running" => Some(RunState::Running),
+            "stopped" => Some(RunState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /v1/instances`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstanceRequest {
+    /// Unique per project; lowercase letters, digits and `-`, at most 63 characters.
+    /// Generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub kind: InstanceKind,
+    pub image: String,
+    /// Command and arguments; the image's default command when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millis: u64,
+    /// Memory limit in MiB.
+    pub memory_mb: u64,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+/// An instance as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub name: String,
+    pub kind: InstanceKind,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cpu_millis: u64,
+    pub memory_mb: u64,
+    pub restart_policy: RestartPolicy,
+    /// What the user asked for (`running` or `stopped`).
+    pub desired_state: RunState,
+    pub status: InstanceStatus,
+    pub status_reason: Option<String>,
+    pub node_id: Option<NodeId>,
+    pub node_name: Option<String>,
+    /// Runtime object id on the node (Docker container id).
+    pub runtime_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_request_rejects_unknown_fields_and_defaults_the_rest() {
+        let ok: CreateInstanceRequest = serde_json::from_str(
+            r#"{"image":"local/busybox:latest","cpu_millis":250,"memory_mb":64}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.kind, InstanceKind::Container);
+        assert_eq!(ok.restart_policy, RestartPolicy::Always);
+        assert!(ok.command.is_empty());
+        let err = serde_json::from_str::<CreateInstanceRequest>(
+            r#"{"image":"x","cpu_millis":1,"memory_mb":64,"cpus":2}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cpus"), "{err}");
+    }
+
+    #[test]
+    fn enums_use_their_wire_names() {
+        assert_eq!(
+            serde_json::to_string(&RestartPolicy::OnFailure).unwrap(),
+            "\"on-failure\""
+        );
+        for s in InstanceStatus::ALL {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+            assert_eq!(InstanceStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(RestartPolicy::parse("on-failure"), Some(RestartPolicy::OnFailure));
+    }
+}

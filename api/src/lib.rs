@@ -1,0 +1,49 @@
+//! The public REST contract of The Cloud (v1): request/response types, the error envelope,
+//! typed ids, and a typed HTTP client used by the CLI and the tests.
+//!
+//! No server dependencies live here: this crate is what a user program links against.
+
+pub mod client;
+pub mod error;
+pub mod ids;
+pub mod instance;
+pub mod node;
+pub mod quantity;
+
+pub use reqwest::Method;
+
+pub use client::{Client, ClientError};
+pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
+pub use ids::{InstanceId, NodeId, ProjectId};
+pub use instance::{
+    CreateInstanceRequest, Instance, InstanceKind, InstanceStatus, RestartPolicy, RunState,
+};
+pub use node::{HostUsage, Node, NodeStatus, Resources};
+
+use serde::{Deserialize, Serialize};
+
+/// Header carrying the API key (`Authorization: Bearer <key>` is accepted too).
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// Header carrying the request id on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Default page size of list endpoints.
+pub const DEFAULT_PAGE_LIMIT: u32 = 100;
+/// Largest page size a list endpoint returns.
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// A page of a list endpoint: `{"items": [...], "next_cursor": "..." | null}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// `?limit=N&cursor=C` of list endpoints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}

@@ -1,0 +1,77 @@
+//! Node resources: the compute hosts agents run on.
+
+use crate::ids::NodeId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Ready,
+    Draining,
+    Down,
+}
+
+impl NodeStatus {
+    pub const ALL: [NodeStatus; 3] = [NodeStatus::Ready, NodeStatus::Draining, NodeStatus::Down];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::Draining => "draining",
+            NodeStatus::Down => "down",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An amount of schedulable resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_mb: u64,
+    pub disk_gb: u64,
+}
+
+/// Latest host usage reported by the node's agent (procfs).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HostUsage {
+    pub cpu_percent: f64,
+    pub memory_used_mb: u64,
+    pub memory_total_mb: u64,
+    pub disk_used_gb: u64,
+    pub disk_total_gb: u64,
+    pub load1: f64,
+    pub load5: f64,
+    pub load15: f64,
+    pub sampled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    pub hostname: String,
+    pub status: NodeStatus,
+    pub capacity: Resources,
+    pub allocated: Resources,
+    pub drivers: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: Option<String>,
+    /// Whether the node's agent has a session open with this scheduler right now.
+    pub connected: bool,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub usage: Option<HostUsage>,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,327 @@
+//! Instances: what users asked for, where it was placed, and what the node observed.
+//!
+//! Every change to what a node must run bumps that node's generation in the same transaction
+//! and stamps the instance with it (`change_generation`); observations from an agent that has
+//! not applied that generation yet are ignored, so stale reports never undo a newer request.
+
+use super::{Store, StoreError, StoreResult, in_tx, on_pool, to_i64};
+use chrono::{DateTime, Utc};
+use cloud_api::ids::{InstanceId, NodeId, ProjectId};
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Bumps the generation of the node an instance is placed on, inside the open transaction
+/// `$tx`; evaluates to `Option<i64>` (`None` when the instance has no node).
+macro_rules! bump_generation_of_instance_node {
+    ($tx:ident, $id:expr) => {{
+        let row: Option<(i64,)> = sqlx::query_as(
+            "UPDATE nodes SET generation = generation + 1
+             WHERE id = (SELECT node_id FROM instances WHERE id = $1) RETURNING generation",
+        )
+        .bind($id.0)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        row.map(|r| r.0)
+    }};
+}
+
+macro_rules! select_instances {
+    ($tail:literal) => {
+        concat!(
+            "SELECT i.id, i.project_id, i.name, i.kind, i.image, i.command, i.env, i.cpu_millis, ",
+            "i.memory_mb, i.restart_policy, i.desired_state, i.status, i.status_reason, i.node_id, ",
+            "n.name AS node_name, i.change_generation, i.runtime_id, i.started_at, i.exit_code, ",
+            "i.created_at, i.updated_at ",
+            "FROM instances i LEFT JOIN nodes n ON n.id = i.node_id ",
+            $tail
+        )
+    };
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceRecord {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub image: String,
+    pub command: Json<Vec<String>>,
+    pub env: Json<BTreeMap<String, String>>,
+    pub cpu_millis: i64,
+    pub memory_mb: i64,
+    pub restart_policy: String,
+    pub desired_state: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub node_id: Option<Uuid>,
+    pub node_name: Option<String>,
+    pub change_generation: i64,
+    pub runtime_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub id: InstanceId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub kind: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cpu_millis: u64,
+    pub memory_mb: u64,
+    pub restart_policy: String,
+}
+
+/// What an agent observed about one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceUpdate {
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub runtime_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+}
+
+/// Outcome of a delete request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// Gone from the store (it had no node, or its node was down).
+    Deleted,
+    /// Waiting for the node's agent to remove it.
+    Deleting,
+}
+
+impl Store {
+    /// Inserts an instance placed on `node`, guarded by the generation placement saw: when
+    /// the node changed since (or is no longer ready) nothing is written and `Conflict` says
+    /// to re-plan. `Duplicate` when the name is taken in the project.
+    pub async fn instance_insert_placed(
+        &self,
+        new: &NewInstance,
+        node: NodeId,
+        seen_generation: i64,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        in_tx!(self, tx => {
+            let bumped: Option<(i64,)> = sqlx::query_as(
+                "UPDATE nodes SET generation = generation + 1
+                 WHERE id = $1 AND generation = $2 AND status = 'ready' RETURNING generation",
+            )
+            .bind(node.0)
+            .bind(seen_generation)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((generation,)) = bumped else {
+                return Err(StoreError::Conflict);
+            };
+            sqlx::query(
+                "INSERT INTO instances (id, project_id, name, kind, image, command, env, cpu_millis,
+                    memory_mb, restart_policy, desired_state, status, node_id, change_generation,
+                    created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'running', 'scheduled', $11, $12, $13, $13)",
+            )
+            .bind(new.id.0)
+            .bind(new.project_id.0)
+            .bind(&new.name)
+            .bind(&new.kind)
+            .bind(&new.image)
+            .bind(Json(&new.command))
+            .bind(Json(&new.env))
+            .bind(to_i64(new.cpu_millis))
+            .bind(to_i64(new.memory_mb))
+            .bind(&new.restart_policy)
+            .bind(node.0)
+            .bind(generation)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+    }
+
+    pub async fn instance_get(&self, project: ProjectId, id: InstanceId) -> StoreResult<InstanceRecord> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_instances!("WHERE i.project_id = $1 AND i.id = $2"))
+            .bind(project.0)
+            .bind(id.0)
+            .fetch_one(p)
+            .await?))
+    }
+
+    pub async fn instance_get_by_name(&self, project: ProjectId, name: &str) -> StoreResult<InstanceRecord> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_instances!("WHERE i.project_id = $1 AND i.name = $2"))
+            .bind(project.0)
+            .bind(name)
+            .fetch_one(p)
+            .await?))
+    }
+
+    /// A page of the project's instances in id (= creation) order, after `after`.
+    pub async fn instance_list(
+        &self,
+        project: ProjectId,
+        after: Option<InstanceId>,
+        limit: u32,
+    ) -> StoreResult<Vec<InstanceRecord>> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_instances!(
+            "WHERE i.project_id = $1 AND ($2 IS NULL OR i.id > $2) ORDER BY i.id LIMIT $3"
+        ))
+        .bind(project.0)
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// Every instance placed on a node (all projects): the node's desired state.
+    pub async fn instance_list_by_node(&self, node: NodeId) -> StoreResult<Vec<InstanceRecord>> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_instances!("WHERE i.node_id = $1 ORDER BY i.id"))
+            .bind(node.0)
+            .fetch_all(p)
+            .await?))
+    }
+
+    /// Records a user's start/stop: sets the desired run state and the transitional status,
+    /// bumping the node's generation. `Conflict` when the instance is being deleted.
+    pub async fn instance_set_desired(
+        &self,
+        project: ProjectId,
+        id: InstanceId,
+        desired: &str,
+        status: &str,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        in_tx!(self, tx => {
+            let generation = bump_generation_of_instance_node!(tx, id);
+            let done = sqlx::query(
+                "UPDATE instances SET desired_state = $3, status = $4, status_reason = NULL,
+                    exit_code = NULL, change_generation = COALESCE($5, change_generation), updated_at = $6
+                 WHERE project_id = $1 AND id = $2 AND status <> 'deleting'",
+            )
+            .bind(project.0)
+            .bind(id.0)
+            .bind(desired)
+            .bind(status)
+            .bind(generation)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                return Err(StoreError::Conflict);
+            }
+            Ok(())
+        })
+    }
+
+    /// Starts deleting an instance. An instance with no node, or on a node that is down, is
+    /// deleted at once (a down node's agent removes it when it returns, since it is no longer
+    /// desired); otherwise it becomes `deleting` until the agent confirms.
+    pub async fn instance_delete(&self, project: ProjectId, id: InstanceId) -> StoreResult<DeleteOutcome> {
+        let now = Utc::now();
+        in_tx!(self, tx => {
+            let node: Option<(Option<Uuid>, Option<String>)> = sqlx::query_as(
+                "SELECT i.node_id, n.status FROM instances i LEFT JOIN nodes n ON n.id = i.node_id
+                 WHERE i.project_id = $1 AND i.id = $2",
+            )
+            .bind(project.0)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((node_id, node_status)) = node else {
+                return Err(StoreError::NotFound);
+            };
+            let live_node = node_id.is_some() && node_status.as_deref() != Some("down");
+            if !live_node {
+                sqlx::query("DELETE FROM instances WHERE project_id = $1 AND id = $2")
+                    .bind(project.0)
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(node_id) = node_id {
+                    sqlx::query("UPDATE nodes SET generation = generation + 1 WHERE id = $1")
+                        .bind(node_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                return Ok(DeleteOutcome::Deleted);
+            }
+            let generation = bump_generation_of_instance_node!(tx, id);
+            sqlx::query(
+                "UPDATE instances SET status = 'deleting', status_reason = NULL,
+                    change_generation = COALESCE($3, change_generation), updated_at = $4
+                 WHERE project_id = $1 AND id = $2",
+            )
+            .bind(project.0)
+            .bind(id.0)
+            .bind(generation)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(DeleteOutcome::Deleting)
+        })
+    }
+
+    /// Applies an agent's observation of one of its instances, unless the agent has not yet
+    /// applied the generation of the instance's last change. Returns whether a row changed.
+    pub async fn instance_apply_observation(
+        &self,
+        node: NodeId,
+        id: InstanceId,
+        applied_generation: u64,
+        u: &InstanceUpdate,
+    ) -> StoreResult<bool> {
+        let now = Utc::now();
+        let done = on_pool!(self, p => sqlx::query(
+            "UPDATE instances SET status = $4, status_reason = $5, runtime_id = $6, started_at = $7,
+                exit_code = $8, updated_at = $9
+             WHERE id = $1 AND node_id = $2 AND change_generation <= $3 AND status <> 'deleting'",
+        )
+        .bind(id.0)
+        .bind(node.0)
+        .bind(to_i64(applied_generation))
+        .bind(&u.status)
+        .bind(&u.status_reason)
+        .bind(&u.runtime_id)
+        .bind(u.started_at)
+        .bind(u.exit_code)
+        .bind(now)
+        .execute(p)
+        .await?);
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes an instance the node's agent no longer has, once the agent has applied the
+    /// generation that removed it. Returns whether it was deleted.
+    pub async fn instance_confirm_deleted(
+        &self,
+        node: NodeId,
+        id: InstanceId,
+        applied_generation: u64,
+    ) -> StoreResult<bool> {
+        let done = on_pool!(self, p => sqlx::query(
+            "DELETE FROM instances WHERE id = $1 AND node_id = $2 AND status = 'deleting'
+             AND change_generation <= $3",
+        )
+        .bind(id.0)
+        .bind(node.0)
+        .bind(to_i64(applied_generation))
+        .execute(p)
+        .await?);
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn instance_count_by_status(&self) -> StoreResult<Vec<super::StatusCount>> {
+        on_pool!(self, p => Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) AS count FROM instances GROUP BY status",
+        )
+        .fetch_all(p)
+        .await?))
+    }
+}
+

@@ -1,0 +1,196 @@
+//! The scheduler's state in SQL: one set of store methods over SQLite (embedded default) or
+//! PostgreSQL (production), chosen by the database URL.
+//!
+//! Every method is written once; the `on_pool!`/`in_tx!` macros expand it for both drivers.
+//! Queries use `$N` placeholders, which both drivers accept, and are always parameterised.
+//! Methods are named `<resource>_<verb>`.
+
+mod auth;
+mod instances;
+mod nodes;
+
+pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
+pub use instances::{InstanceRecord, InstanceUpdate, NewInstance};
+pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness constraint refused the write (e.g. a duplicate name).
+    #[error("already exists")]
+    Duplicate,
+    /// A guarded write lost a race (generation moved on); the caller may retry.
+    #[error("concurrent update conflict")]
+    Conflict,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool of either driver.
+macro_rules! on_pool {
+    ($store:expr, $p:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($p) => $body,
+            $crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Runs `$body` (an expression of type `StoreResult<T>`) inside one transaction, with `$tx`
+/// bound to the open transaction; commits on `Ok`, rolls back on `Err`. SQLite transactions
+/// start with `BEGIN IMMEDIATE` so concurrent writers queue on the busy timeout instead of
+/// failing on a lock upgrade.
+macro_rules! in_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite(p) => {
+                let mut $tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let out: $crate::store::StoreResult<_> = async { $body }.await;
+                if out.is_ok() {
+                    $tx.commit().await?;
+                }
+                out
+            }
+            $crate::store::Pool::Postgres(p) => {
+                let mut $tx = p.begin().await?;
+                let out: $crate::store::StoreResult<_> = async { $body }.await;
+                if out.is_ok() {
+                    $tx.commit().await?;
+                }
+                out
+            }
+        }
+    };
+}
+
+pub(crate) use in_tx;
+pub(crate) use on_pool;
+
+/// The scheduler's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    /// `sqlite://PATH` or `postgres://…`.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            POSTGRES_MIGRATOR.run(&pool).await?;
+            Pool::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            // In-memory databases are per connection: keep exactly one.
+            let max = if url.contains(":memory:") { 1 } else { 4 };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            SQLITE_MIGRATOR.run(&pool).await?;
+            Pool::Sqlite(pool)
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL scheme in {:?}: use sqlite:// or postgres://",
+                redact_url(url)
+            )));
+        };
+        Ok(Self { pool })
+    }
+
+    /// The embedded default: `DATA_DIR/thecloud.db`.
+    pub fn sqlite_url_for(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("thecloud.db").display())
+    }
+
+    pub fn driver_name(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> StoreResult<()> {
+        on_pool!(self, p => {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Converts a stored count or size to `u64` (they are never negative).
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Converts a size to the `BIGINT` the database stores.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! Nodes: facts reported by agents, status, desired-state generation, allocation.
+
+use super::{Store, StoreError, StoreResult, in_tx, on_pool};
+use chrono::{DateTime, Utc};
+use cloud_api::ids::NodeId;
+use sqlx::types::Json;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// `SELECT` of nodes with their allocation, computed in the same statement as the node row so
+/// that generation and allocation are read together (placement relies on it). Expands to a
+/// string literal, so every query stays a static, parameterised string.
+macro_rules! select_nodes {
+    ($tail:literal) => {
+        concat!(
+            "SELECT n.id, n.name, n.hostname, n.status, n.cpu_millis, n.memory_mb, n.disk_gb, ",
+            "n.drivers, n.labels, n.agent_version, n.generation, n.applied_generation, n.cert_serial, ",
+            "n.last_heartbeat_at, n.created_at, a.alloc_cpu_millis, a.alloc_memory_mb ",
+            "FROM nodes n LEFT JOIN (SELECT node_id, ",
+            "CAST(SUM(cpu_millis) AS BIGINT) AS alloc_cpu_millis, ",
+            "CAST(SUM(memory_mb) AS BIGINT) AS alloc_memory_mb ",
+            "FROM instances WHERE node_id IS NOT NULL GROUP BY node_id) a ON a.node_id = n.id ",
+            $tail
+        )
+    };
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub hostname: String,
+    pub status: String,
+    pub cpu_millis: i64,
+    pub memory_mb: i64,
+    pub disk_gb: i64,
+    pub drivers: Json<Vec<String>>,
+    pub labels: Json<BTreeMap<String, String>>,
+    pub agent_version: Option<String>,
+    pub generation: i64,
+    pub applied_generation: i64,
+    pub cert_serial: String,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeWithAllocation {
+    #[sqlx(flatten)]
+    pub node: NodeRecord,
+    pub alloc_cpu_millis: Option<i64>,
+    pub alloc_memory_mb: Option<i64>,
+}
+
+/// What an agent says about its host in `Hello`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFacts {
+    pub hostname: String,
+    pub cpu_millis: u64,
+    pub memory_mb: u64,
+    pub disk_gb: u64,
+    pub drivers: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StatusCount {
+    pub status: String,
+    pub count: i64,
+}
+
+impl Store {
+    pub async fn node_get(&self, id: NodeId) -> StoreResult<NodeWithAllocation> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_nodes!("WHERE n.id = $1"))
+            .bind(id.0)
+            .fetch_one(p)
+            .await?))
+    }
+
+    pub async fn node_get_by_name(&self, name: &str) -> StoreResult<NodeWithAllocation> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_nodes!("WHERE n.name = $1"))
+            .bind(name)
+            .fetch_one(p)
+            .await?))
+    }
+
+    /// A page of nodes in id order, after `after`.
+    pub async fn node_list(
+        &self,
+        after: Option<NodeId>,
+        limit: u32,
+    ) -> StoreResult<Vec<NodeWithAllocation>> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_nodes!(
+            "WHERE ($1 IS NULL OR n.id > $1) ORDER BY n.id LIMIT $2"
+        ))
+            .bind(after.map(|a| a.0))
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?))
+    }
+
+    /// Every node with its allocation: the input of placement.
+    pub async fn node_snapshot(&self) -> StoreResult<Vec<NodeWithAllocation>> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_nodes!("ORDER BY n.id"))
+            .fetch_all(p)
+            .await?))
+    }
+
+    /// Records the facts of a `Hello` and marks the node `ready` (a draining node stays
+    /// draining).
+    pub async fn node_update_facts(&self, id: NodeId, f: &NodeFacts) -> StoreResult<()> {
+        let now = Utc::now();
+        let done = on_pool!(self, p => {
+            sqlx::query(
+                "UPDATE nodes SET hostname = $2, cpu_millis = $3, memory_mb = $4, disk_gb = $5,
+                    drivers = $6, labels = $7, agent_version = $8, last_heartbeat_at = $9,
+                    updated_at = $9,
+                    status = CASE WHEN status = 'draining' THEN 'draining' ELSE 'ready' END
+                 WHERE id = $1",
+            )
+            .bind(id.0)
+            .bind(&f.hostname)
+            .bind(super::to_i64(f.cpu_millis))
+            .bind(super::to_i64(f.memory_mb))
+            .bind(super::to_i64(f.disk_gb))
+            .bind(Json(&f.drivers))
+            .bind(Json(&f.labels))
+            .bind(&f.agent_version)
+            .bind(now)
+            .execute(p)
+            .await?
+        });
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Marks a node `down`: its instances become `lost`, and instances that were only
+    /// waiting for the node to confirm their deletion are deleted (the agent removes them
+    /// when it comes back, since they are no longer in its desired state). Returns false when
+    /// the node was already down.
+    pub async fn node_mark_down(&self, id: NodeId, reason: &str) -> StoreResult<bool> {
+        let now = Utc::now();
+        in_tx!(self, tx => {
+            let changed = sqlx::query(
+                "UPDATE nodes SET status = 'down', updated_at = $2 WHERE id = $1 AND status <> 'down'",
+            )
+            .bind(id.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM instances WHERE node_id = $1 AND status = 'deleting'")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE instances SET status = 'lost', status_reason = $2, updated_at = $3
+                 WHERE node_id = $1",
+            )
+            .bind(id.0)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(true)
+        })
+    }
+
+    pub async fn node_set_applied_generation(&self, id: NodeId, generation: u64) -> StoreResult<()> {
+        on_pool!(self, p => {
+            sqlx::query("UPDATE nodes SET applied_generation = $2 WHERE id = $1 AND applied_generation <> $2")
+                .bind(id.0)
+                .bind(super::to_i64(generation))
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Persists heartbeat times collected in memory (one statement per node, one transaction).
+    pub async fn node_record_heartbeats(&self, beats: &[(NodeId, DateTime<Utc>)]) -> StoreResult<()> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        in_tx!(self, tx => {
+            for (id, at) in beats {
+                sqlx::query("UPDATE nodes SET last_heartbeat_at = $2 WHERE id = $1")
+                    .bind(id.0)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    pub async fn node_count_by_status(&self) -> StoreResult<Vec<StatusCount>> {
+        on_pool!(self, p => Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) AS count FROM nodes GROUP BY status",
+        )
+        .fetch_all(p)
+        .await?))
+    }
+}
