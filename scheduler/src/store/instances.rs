@@ -292,8 +292,9 @@ impl Store {
         .bind(u.exit_code)
         .bind(now)
         .execute(p)
-        .await?);
-        Ok(done.rows_affected() > 0)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     /// Deletes an instance the node's agent no longer has, once the agent has applied the
@@ -312,8 +313,9 @@ impl Store {
         .bind(node.0)
         .bind(to_i64(applied_generation))
         .execute(p)
-        .await?);
-        Ok(done.rows_affected() > 0)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     pub async fn instance_count_by_status(&self) -> StoreResult<Vec<super::StatusCount>> {

@@ -10,7 +10,7 @@ mod instances;
 mod nodes;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
-pub use instances::{InstanceRecord, InstanceUpdate, NewInstance};
+pub use instances::{DeleteOutcome, InstanceRecord, InstanceUpdate, NewInstance};
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -130,8 +130,9 @@ impl Store {
             .bind(now)
             .execute(p)
             .await?
+            .rows_affected()
         });
-        if done.rows_affected() == 0 {
+        if done == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())
@@ -170,6 +171,19 @@ impl Store {
             .await?;
             Ok(true)
         })
+    }
+
+    /// `down` → `ready`; returns whether it changed.
+    pub async fn node_set_ready_if_down(&self, id: NodeId) -> StoreResult<bool> {
+        let done = on_pool!(self, p => sqlx::query(
+            "UPDATE nodes SET status = 'ready', updated_at = $2 WHERE id = $1 AND status = 'down'",
+        )
+        .bind(id.0)
+        .bind(Utc::now())
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
     }
 
     pub async fn node_set_applied_generation(&self, id: NodeId, generation: u64) -> StoreResult<()> {

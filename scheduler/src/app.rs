@@ -1,0 +1,44 @@
+//! The application context shared by the HTTP API, the agent gRPC service and background
+//! tasks: store, connected sessions, PKI, metrics and configuration.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pki::Pki;
+use crate::sessions::Sessions;
+use crate::store::Store;
+use cloud_api::ProjectId;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub sessions: Sessions,
+    pub pki: Pki,
+    pub metrics: Metrics,
+    /// The project keys act in until projects are managed through the API.
+    pub default_project: ProjectId,
+    placement_seq: AtomicU64,
+    placement_seed: u64,
+}
+
+impl App {
+    pub fn new(config: Config, store: Store, pki: Pki, default_project: ProjectId) -> Self {
+        Self {
+            config,
+            store,
+            sessions: Sessions::new(),
+            pki,
+            metrics: Metrics::new(),
+            default_project,
+            placement_seq: AtomicU64::new(0),
+            placement_seed: rand::random(),
+        }
+    }
+
+    /// A fresh seed for one placement decision: ties between equal nodes are broken
+    /// differently by concurrent requests, while each plan stays deterministic for its seed.
+    pub fn next_placement_seed(&self) -> u64 {
+        self.placement_seed
+            .wrapping_add(self.placement_seq.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+}

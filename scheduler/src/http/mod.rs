@@ -1,0 +1,72 @@
+//! The public REST API (axum): routing and middleware. Handlers are thin: parse → service →
+//! response. Every `/v1` route requires an API key.
+
+pub mod error;
+mod extract;
+mod instances;
+mod middleware;
+mod nodes;
+mod page;
+
+use crate::app::App;
+use crate::error::Error;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use error::ApiError;
+use std::sync::Arc;
+
+pub fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/instances", get(instances::list).post(instances::create))
+        .route("/instances/{id}", get(instances::get).delete(instances::delete))
+        .route("/instances/{id}/stop", post(instances::stop))
+        .route("/instances/{id}/start", post(instances::start))
+        .route("/instances/{id}/logs", get(instances::logs))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/{id}", get(nodes::get))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), middleware::require_api_key));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), middleware::request_context))
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the store answers.
+async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
+    app.store
+        .ping()
+        .await
+        .map_err(|e| ApiError(Error::Unavailable(format!("store unavailable: {e}"))))?;
+    Ok("ready\n")
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    crate::tasks::refresh_state_gauges(&app).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("no such endpoint".into()))
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    let mut resp = ApiError(Error::Malformed("method not allowed on this endpoint".into())).into_response();
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}

@@ -1,0 +1,35 @@
+//! `/v1/nodes` handlers.
+
+use super::error::ApiResult;
+use super::extract::ApiQuery;
+use super::page;
+use crate::app::App;
+use crate::services::Caller;
+use crate::views;
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use cloud_api::{Node, NodeId, Page, PageQuery};
+use std::sync::Arc;
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Extension(_caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<Node>>> {
+    let (after, limit) = page::parse::<NodeId>(&q)?;
+    let records = app.store.node_list(after, limit).await?;
+    let items = records
+        .into_iter()
+        .map(|r| views::node(r, &app.sessions))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = page::next_cursor(&items, limit, |n| n.id.to_string());
+    Ok(Json(Page { items, next_cursor }))
+}
+
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Extension(_caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    Ok(Json(views::node(app.node_lookup(&id).await?, &app.sessions)?))
+}

@@ -1,0 +1,115 @@
+//! Prometheus metrics, kept behind this small module so the library can be swapped cheaply.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub nodes: IntGaugeVec,
+    pub instances: IntGaugeVec,
+    pub placement_failures: IntCounter,
+    pub placement_conflicts: IntCounter,
+    pub enroll_refused: IntCounter,
+    pub agent_sessions: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static: a failure here is a programming error caught by the
+    // unit test below on every build.
+    #[allow(clippy::expect_used)]
+    r.expect("static metric definition")
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("thecloud".into()), None)
+            .unwrap_or_else(|_| Registry::new());
+        let http_requests = must(IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by method, route and status"),
+            &["method", "route", "status"],
+        ));
+        let http_duration = must(HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["method", "route"],
+        ));
+        let nodes = must(IntGaugeVec::new(Opts::new("nodes", "Nodes by status"), &["status"]));
+        let instances = must(IntGaugeVec::new(
+            Opts::new("instances", "Instances by status"),
+            &["status"],
+        ));
+        let placement_failures = must(IntCounter::new(
+            "placement_failures_total",
+            "Instance requests refused for lack of capacity",
+        ));
+        let placement_conflicts = must(IntCounter::new(
+            "placement_conflicts_total",
+            "Placements re-planned because a node changed concurrently",
+        ));
+        let enroll_refused = must(IntCounter::new(
+            "enroll_refused_total",
+            "Enrollments refused for an unknown, used or expired join token",
+        ));
+        let agent_sessions = must(IntCounter::new(
+            "agent_sessions_total",
+            "Agent sessions opened",
+        ));
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(nodes.clone()),
+            Box::new(instances.clone()),
+            Box::new(placement_failures.clone()),
+            Box::new(placement_conflicts.clone()),
+            Box::new(enroll_refused.clone()),
+            Box::new(agent_sessions.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            nodes,
+            instances,
+            placement_failures,
+            placement_conflicts,
+            enroll_refused,
+            agent_sessions,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_metrics() {
+        let m = Metrics::new();
+        m.http_requests.with_label_values(&["GET", "/v1/instances", "200"]).inc();
+        m.nodes.with_label_values(&["ready"]).set(3);
+        let text = m.render();
+        assert!(text.contains("thecloud_http_requests_total{method=\"GET\",route=\"/v1/instances\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("thecloud_nodes{status=\"ready\"} 3"), "{text}");
+    }
+}

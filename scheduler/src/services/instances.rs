@@ -1,0 +1,278 @@
+//! Instance lifecycle: create (validate, place, record), start, stop, delete, logs.
+
+use super::{Caller, validate};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::sessions::SessionError;
+use crate::store::{DeleteOutcome, InstanceRecord, NewInstance, StoreError};
+use cloud_api::{CreateInstanceRequest, InstanceId, InstanceKind, NodeId, NodeStatus};
+use cloud_placement as placement;
+use std::time::Duration;
+
+/// Placement attempts before giving up when concurrent writes keep moving node generations.
+const PLACEMENT_ATTEMPTS: usize = 8;
+/// Logs larger than this are cut (the newest bytes are kept by asking for a tail instead).
+const MAX_LOG_BYTES: usize = 16 * 1024 * 1024;
+const LOG_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn driver_for(kind: InstanceKind) -> &'static str {
+    match kind {
+        InstanceKind::Container => "docker",
+        InstanceKind::Vm => "libvirt",
+    }
+}
+
+impl App {
+    /// Finds an instance of the caller's project by id or name; other projects' instances are
+    /// not found.
+    pub async fn instance_lookup(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
+        let found = match id_or_name.parse::<InstanceId>() {
+            Ok(id) => self.store.instance_get(caller.project, id).await,
+            Err(_) => self.store.instance_get_by_name(caller.project, id_or_name).await,
+        };
+        found.map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound(format!("instance {id_or_name:?} not found")),
+            other => other.into(),
+        })
+    }
+
+    pub async fn instance_list(
+        &self,
+        caller: &Caller,
+        after: Option<InstanceId>,
+        limit: u32,
+    ) -> Result<Vec<InstanceRecord>> {
+        Ok(self.store.instance_list(caller.project, after, limit).await?)
+    }
+
+    /// Validates, places and records a new instance; its node's agent is told at once.
+    pub async fn instance_create(&self, caller: &Caller, req: CreateInstanceRequest) -> Result<InstanceRecord> {
+        validate::create_instance(&req)?;
+        let id = InstanceId::new();
+        let name = match req.name {
+            Some(n) => n,
+            None => generated_name(id),
+        };
+        if self.store.instance_get_by_name(caller.project, &name).await.is_ok() {
+            return Err(name_taken(&name));
+        }
+        let new = NewInstance {
+            id,
+            project_id: caller.project,
+            name: name.clone(),
+            kind: req.kind.as_str().to_string(),
+            image: req.image.trim().to_string(),
+            command: req.command,
+            env: req.env,
+            cpu_millis: req.cpu_millis,
+            memory_mb: req.memory_mb,
+            restart_policy: req.restart_policy.as_str().to_string(),
+        };
+        let request = placement::Request {
+            id: id.0,
+            demand: placement::Resources {
+                cpu_millis: req.cpu_millis,
+                memory_mb: req.memory_mb,
+                disk_gb: 0,
+            },
+            driver: driver_for(req.kind).to_string(),
+        };
+        for attempt in 0..PLACEMENT_ATTEMPTS {
+            let nodes = self.store.node_snapshot().await?;
+            let snapshot = placement::ClusterSnapshot {
+                nodes: nodes
+                    .iter()
+                    .map(|n| placement::NodeInfo {
+                        id: n.node.id,
+                        state: match NodeStatus::parse(&n.node.status) {
+                            Some(NodeStatus::Ready) => placement::NodeState::Ready,
+                            Some(NodeStatus::Draining) => placement::NodeState::Draining,
+                            _ => placement::NodeState::Down,
+                        },
+                        capacity: placement::Resources {
+                            cpu_millis: crate::store::to_u64(n.node.cpu_millis),
+                            memory_mb: crate::store::to_u64(n.node.memory_mb),
+                            disk_gb: crate::store::to_u64(n.node.disk_gb),
+                        },
+                        allocated: placement::Resources {
+                            cpu_millis: crate::store::to_u64(n.alloc_cpu_millis.unwrap_or(0)),
+                            memory_mb: crate::store::to_u64(n.alloc_memory_mb.unwrap_or(0)),
+                            disk_gb: 0,
+                        },
+                        drivers: n.node.drivers.0.clone(),
+                    })
+                    .collect(),
+            };
+            let plan = placement::place(&snapshot, std::slice::from_ref(&request), self.next_placement_seed());
+            let Some(chosen) = plan.placements.first() else {
+                let reason = plan
+                    .unplaced
+                    .first()
+                    .map(|u| u.reason.clone())
+                    .unwrap_or_else(|| "no node fits".into());
+                self.metrics.placement_failures.inc();
+                return Err(Error::InsufficientCapacity(reason));
+            };
+            let generation = nodes
+                .iter()
+                .find(|n| n.node.id == chosen.node)
+                .map(|n| n.node.generation)
+                .unwrap_or_default();
+            let node = NodeId(chosen.node);
+            match self.store.instance_insert_placed(&new, node, generation).await {
+                Ok(()) => {
+                    self.sessions.notify_desired(node);
+                    tracing::info!(instance = %id, %name, %node, attempt, "instance placed");
+                    return self.store.instance_get(caller.project, id).await.map_err(Into::into);
+                }
+                Err(StoreError::Conflict) => {
+                    self.metrics.placement_conflicts.inc();
+                    continue;
+                }
+                Err(StoreError::Duplicate) => return Err(name_taken(&name)),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(Error::Unavailable(
+            "placement kept conflicting with concurrent changes; retry the request".into(),
+        ))
+    }
+
+    /// Asks the instance to stop. Idempotent.
+    pub async fn instance_stop(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
+        self.set_run_state(caller, id_or_name, "stopped", "stopping").await
+    }
+
+    /// Asks the instance to run (also retries a failed or exited one). Idempotent while it runs.
+    pub async fn instance_start(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
+        self.set_run_state(caller, id_or_name, "running", "starting").await
+    }
+
+    async fn set_run_state(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        desired: &str,
+        transitional: &str,
+    ) -> Result<InstanceRecord> {
+        let inst = self.instance_lookup(caller, id_or_name).await?;
+        match inst.status.as_str() {
+            "deleting" => {
+                return Err(Error::Conflict(format!("instance {:?} is being deleted", inst.name)));
+            }
+            "lost" => {
+                return Err(Error::Conflict(format!(
+                    "instance {:?} is lost: its node {} is down",
+                    inst.name,
+                    inst.node_name.as_deref().unwrap_or("?")
+                )));
+            }
+            _ => {}
+        }
+        let settled = if desired == "running" { "running" } else { "stopped" };
+        if inst.desired_state == desired && (inst.status == settled || inst.status == transitional) {
+            return Ok(inst); // already there or on its way
+        }
+        let id = InstanceId(inst.id);
+        match self.store.instance_set_desired(caller.project, id, desired, transitional).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                return Err(Error::Conflict(format!("instance {:?} is being deleted", inst.name)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(node) = inst.node_id {
+            self.sessions.notify_desired(NodeId(node));
+        }
+        Ok(self.store.instance_get(caller.project, id).await?)
+    }
+
+    /// Deletes an instance: at once when it has no live node, otherwise once its agent has
+    /// removed it. Idempotent while deleting.
+    pub async fn instance_delete(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
+        let mut inst = self.instance_lookup(caller, id_or_name).await?;
+        if inst.status == "deleting" {
+            return Ok(inst);
+        }
+        let outcome = match self.store.instance_delete(caller.project, InstanceId(inst.id)).await {
+            Ok(o) => o,
+            Err(StoreError::NotFound) => DeleteOutcome::Deleted, // raced with another delete
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(node) = inst.node_id {
+            self.sessions.notify_desired(NodeId(node));
+        }
+        tracing::info!(instance = %inst.id, name = %inst.name, ?outcome, "instance delete requested");
+        inst.status = "deleting".into();
+        inst.status_reason = None;
+        Ok(inst)
+    }
+
+    /// The last `tail` lines (0 = all) of the instance's output, relayed from its node.
+    pub async fn instance_logs(&self, caller: &Caller, id_or_name: &str, tail: u32) -> Result<Vec<u8>> {
+        let inst = self.instance_lookup(caller, id_or_name).await?;
+        let Some(node) = inst.node_id.map(NodeId) else {
+            return Err(Error::Conflict(format!(
+                "instance {:?} has not been placed on a node yet",
+                inst.name
+            )));
+        };
+        let (request_id, mut rx) = self
+            .sessions
+            .open_log_stream(node, InstanceId(inst.id), tail, false)
+            .map_err(|e| match e {
+                SessionError::NotConnected(_) => Error::Unavailable(format!(
+                    "the node of instance {:?} ({}) is not connected; logs are unavailable",
+                    inst.name,
+                    inst.node_name.as_deref().unwrap_or("?")
+                )),
+                SessionError::Busy(_) => Error::Unavailable(e.to_string()),
+            })?;
+        let mut out = Vec::new();
+        let collected = tokio::time::timeout(LOG_TIMEOUT, async {
+            while let Some(chunk) = rx.recv().await {
+                if !chunk.error.is_empty() {
+                    return Err(Error::Conflict(format!("cannot read logs: {}", chunk.error)));
+                }
+                let room = MAX_LOG_BYTES.saturating_sub(out.len());
+                out.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
+                if chunk.eof || room == 0 {
+                    return Ok(());
+                }
+            }
+            Err(Error::Unavailable("the node closed the log stream early".into()))
+        })
+        .await;
+        self.sessions.close_stream(request_id);
+        match collected {
+            Ok(Ok(())) => Ok(out),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Unavailable("timed out waiting for logs from the node".into())),
+        }
+    }
+}
+
+fn name_taken(name: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "an instance named {name:?} already exists in this project; pick another name or delete it first"
+    ))
+}
+
+/// `inst-` and the last 8 hex digits of the (random part of the) id.
+fn generated_name(id: InstanceId) -> String {
+    let s = id.0.simple().to_string();
+    format!("inst-{}", &s[s.len() - 8..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_are_valid() {
+        for _ in 0..100 {
+            let n = generated_name(InstanceId::new());
+            validate::name("name", &n).unwrap();
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Business rules, in one place: handlers (HTTP, gRPC) parse and call these; these call the
+//! store and the session registry.
+
+pub mod instances;
+pub mod nodes;
+pub mod validate;
+
+use cloud_api::ProjectId;
+use cloud_api::ids::ApiKeyId;
+
+/// Who is calling the public API (from their API key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: ApiKeyId,
+    pub project: ProjectId,
+    pub is_admin: bool,
+}

@@ -1,0 +1,281 @@
+//! Node lifecycle: enrollment, hello, observed state, telemetry, down detection.
+
+use super::validate;
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::files::write_private;
+use crate::secrets;
+use crate::store::{InstanceUpdate, NewJoinToken, NodeFacts, NodeWithAllocation, StoreError};
+use chrono::{DateTime, TimeZone, Utc};
+use cloud_api::{HostUsage, InstanceId, NodeId};
+use cloud_proto::v1 as pb;
+use std::collections::HashMap;
+
+/// File in the data dir holding a join token for the next agent.
+pub const JOIN_TOKEN_FILE: &str = "join.token";
+
+/// What enrollment gives the agent.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub node_id: NodeId,
+    pub node_name: String,
+    pub certificate_pem: String,
+}
+
+/// A node name derived from a host name: lowercase, other characters become `-`.
+pub fn node_name_from_hostname(host: &str) -> String {
+    let s: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let s = s.trim_matches('-');
+    let mut s = if s.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
+        s.to_string()
+    } else {
+        format!("node-{s}")
+    };
+    s.truncate(validate::MAX_NAME_LEN);
+    s.trim_end_matches('-').to_string()
+}
+
+fn state_to_status(s: i32) -> Option<&'static str> {
+    match pb::InstanceState::try_from(s).ok()? {
+        pb::InstanceState::Starting => Some("starting"),
+        pb::InstanceState::Running => Some("running"),
+        pb::InstanceState::Stopping => Some("stopping"),
+        pb::InstanceState::Stopped => Some("stopped"),
+        pb::InstanceState::Failed => Some("failed"),
+        pb::InstanceState::Unspecified => None,
+    }
+}
+
+fn ms_to_time(ms: i64) -> Option<DateTime<Utc>> {
+    if ms <= 0 {
+        return None;
+    }
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+impl App {
+    /// Writes a fresh bootstrap join token to `DATA_DIR/join.token` unless the one there is
+    /// still usable.
+    pub async fn ensure_bootstrap_join_token(&self) -> Result<()> {
+        let path = self.config.data_dir.join(JOIN_TOKEN_FILE);
+        if let Ok(existing) = std::fs::read_to_string(&path)
+            && self.store.join_token_is_usable(&secrets::sha256(existing.trim())).await?
+        {
+            return Ok(());
+        }
+        self.mint_bootstrap_join_token().await
+    }
+
+    async fn mint_bootstrap_join_token(&self) -> Result<()> {
+        let token = secrets::new_join_token();
+        self.store
+            .join_token_insert(&NewJoinToken {
+                token_hash: secrets::sha256(&token),
+                is_bootstrap: true,
+                expires_at: None,
+            })
+            .await?;
+        let path = self.config.data_dir.join(JOIN_TOKEN_FILE);
+        write_private(&path, format!("{token}\n").as_bytes()).map_err(Error::internal)?;
+        tracing::info!(path = %path.display(), "wrote a new one-time join token");
+        Ok(())
+    }
+
+    /// Enrollment: consumes a one-time join token and signs the agent's CSR. The node id is
+    /// chosen here and becomes the subject of its certificate.
+    pub async fn node_enroll(&self, join_token: &str, csr_pem: &str, hostname: &str, name: &str) -> Result<Enrolled> {
+        let join_token = join_token.trim();
+        if join_token.is_empty() {
+            return Err(Error::Unauthorized("join_token: required".into()));
+        }
+        let hostname = hostname.trim();
+        if hostname.is_empty() || hostname.len() > 253 {
+            return Err(Error::Invalid("hostname: required, at most 253 characters".into()));
+        }
+        let node_name = if name.trim().is_empty() {
+            node_name_from_hostname(hostname)
+        } else {
+            name.trim().to_string()
+        };
+        validate::name("name", &node_name)?;
+        let node_id = NodeId::new();
+        let (certificate_pem, serial) = self
+            .pki
+            .sign_node_csr(csr_pem, node_id)
+            .map_err(|e| Error::Invalid(format!("csr_pem: {e}")))?;
+        let token_hash = secrets::sha256(join_token);
+        let was_bootstrap = match self
+            .store
+            .join_token_consume_and_insert_node(&token_hash, node_id, &node_name, hostname, &serial)
+            .await
+        {
+            Ok(b) => b,
+            Err(StoreError::NotFound) => {
+                self.metrics.enroll_refused.inc();
+                return Err(Error::Unauthorized("join token is unknown, already used or expired".into()));
+            }
+            Err(StoreError::Duplicate) => {
+                return Err(Error::AlreadyExists(format!(
+                    "a node named {node_name:?} is already enrolled; give this agent another --name, or remove the old node"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if was_bootstrap {
+            self.mint_bootstrap_join_token().await?;
+        }
+        tracing::info!(node = %node_id, name = %node_name, hostname, "node enrolled");
+        Ok(Enrolled {
+            node_id,
+            node_name,
+            certificate_pem,
+        })
+    }
+
+    /// A node's agent opened a session and introduced itself.
+    pub async fn node_hello(&self, node: NodeId, facts: &NodeFacts) -> Result<NodeWithAllocation> {
+        self.store.node_update_facts(node, facts).await.map_err(|e| match e {
+            StoreError::NotFound => Error::Forbidden(format!("node {node} is not enrolled (was it removed?)")),
+            other => other.into(),
+        })?;
+        self.sessions.touch(node);
+        tracing::info!(%node, hostname = %facts.hostname, version = %facts.agent_version, "node ready");
+        Ok(self.store.node_get(node).await?)
+    }
+
+    /// Applies an agent's observed state: instance statuses, and deletions the agent has
+    /// carried out. Observations older than an instance's last change are ignored.
+    pub async fn node_observed(&self, node: NodeId, observed: &pb::ObservedState) -> Result<()> {
+        let applied = observed.applied_generation;
+        self.store.node_set_applied_generation(node, applied).await?;
+        let seen: HashMap<&str, &pb::InstanceObservation> = observed
+            .instances
+            .iter()
+            .map(|o| (o.instance_id.as_str(), o))
+            .collect();
+        for inst in self.store.instance_list_by_node(node).await? {
+            let id = InstanceId(inst.id);
+            let key = id.to_string();
+            let obs = seen.get(key.as_str());
+            if inst.status == "deleting" {
+                if obs.is_none() && self.store.instance_confirm_deleted(node, id, applied).await? {
+                    tracing::info!(instance = %id, name = %inst.name, "instance deleted");
+                }
+                continue;
+            }
+            let Some(obs) = obs else { continue };
+            let Some(status) = state_to_status(obs.state) else { continue };
+            let update = InstanceUpdate {
+                status: status.to_string(),
+                status_reason: (!obs.reason.is_empty()).then(|| obs.reason.clone()),
+                runtime_id: (!obs.runtime_id.is_empty()).then(|| obs.runtime_id.clone()),
+                started_at: ms_to_time(obs.started_at_unix_ms),
+                exit_code: obs.exit_code,
+            };
+            let current = InstanceUpdate {
+                status: inst.status.clone(),
+                status_reason: inst.status_reason.clone(),
+                runtime_id: inst.runtime_id.clone(),
+                started_at: inst.started_at,
+                exit_code: inst.exit_code,
+            };
+            if !same_observation(&update, &current)
+                && self.store.instance_apply_observation(node, id, applied, &update).await?
+            {
+                tracing::info!(instance = %id, name = %inst.name, status, reason = ?update.status_reason, "instance status");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node_telemetry(&self, node: NodeId, t: &pb::Telemetry) {
+        self.sessions.touch(node);
+        if let Some(h) = &t.host {
+            self.sessions.set_usage(
+                node,
+                HostUsage {
+                    cpu_percent: h.cpu_percent,
+                    memory_used_mb: h.memory_used_mb,
+                    memory_total_mb: h.memory_total_mb,
+                    disk_used_gb: h.disk_used_gb,
+                    disk_total_gb: h.disk_total_gb,
+                    load1: h.load1,
+                    load5: h.load5,
+                    load15: h.load15,
+                    sampled_at: ms_to_time(t.sampled_at_unix_ms).unwrap_or_else(Utc::now),
+                },
+            );
+        }
+    }
+
+    /// A node declared down is heard from again on its open session.
+    pub async fn node_revive(&self, node: NodeId) -> Result<()> {
+        if self.store.node_set_ready_if_down(node).await? {
+            tracing::info!(%node, "node is back");
+            self.sessions.notify_desired(node);
+        }
+        Ok(())
+    }
+
+    /// Declares a silent node down; its instances become `lost`.
+    pub async fn node_mark_down(&self, node: NodeId) -> Result<bool> {
+        let reason = format!(
+            "node stopped sending heartbeats (none for {:?})",
+            self.config.node_down_after
+        );
+        let changed = self.store.node_mark_down(node, &reason).await?;
+        if changed {
+            tracing::warn!(%node, "node is down; its instances are lost");
+        }
+        Ok(changed)
+    }
+
+    pub async fn node_lookup(&self, id_or_name: &str) -> Result<NodeWithAllocation> {
+        let found = match id_or_name.parse::<NodeId>() {
+            Ok(id) => self.store.node_get(id).await,
+            Err(_) => self.store.node_get_by_name(id_or_name).await,
+        };
+        found.map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound(format!("node {id_or_name:?} not found")),
+            other => other.into(),
+        })
+    }
+}
+
+/// Timestamps from the agent are compared at millisecond precision (what the wire carries).
+fn same_observation(a: &InstanceUpdate, b: &InstanceUpdate) -> bool {
+    a.status == b.status
+        && a.status_reason == b.status_reason
+        && a.runtime_id == b.runtime_id
+        && a.exit_code == b.exit_code
+        && a.started_at.map(|t| t.timestamp_millis()) == b.started_at.map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_from_hostnames() {
+        assert_eq!(node_name_from_hostname("Web-01.example.com"), "web-01-example-com");
+        assert_eq!(node_name_from_hostname("42host"), "node-42host");
+        assert_eq!(node_name_from_hostname("---"), "node");
+        let long = "a".repeat(100);
+        assert_eq!(node_name_from_hostname(&long).len(), 63);
+        let long_digits = format!("4{long}");
+        for h in ["Web-01.example.com", "42host", "---", "x_y", &long, &long_digits] {
+            validate::name("name", &node_name_from_hostname(h)).unwrap();
+        }
+    }
+
+    #[test]
+    fn agent_states_map_to_statuses() {
+        assert_eq!(state_to_status(pb::InstanceState::Running as i32), Some("running"));
+        assert_eq!(state_to_status(pb::InstanceState::Failed as i32), Some("failed"));
+        assert_eq!(state_to_status(0), None);
+        assert_eq!(state_to_status(99), None);
+    }
+}

@@ -1,0 +1,70 @@
+//! Conversions from stored records to the public API types.
+
+use crate::error::{Error, Result};
+use crate::sessions::Sessions;
+use crate::store::{InstanceRecord, NodeWithAllocation, to_u64};
+use cloud_api::{
+    Instance, InstanceKind, InstanceStatus, Node, NodeStatus, Resources, RestartPolicy, RunState,
+};
+
+fn corrupt(what: &str, v: &str) -> Error {
+    Error::internal(anyhow::anyhow!("stored {what} {v:?} is not valid"))
+}
+
+pub fn instance(r: InstanceRecord) -> Result<Instance> {
+    Ok(Instance {
+        id: r.id.into(),
+        kind: InstanceKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
+        restart_policy: RestartPolicy::parse(&r.restart_policy)
+            .ok_or_else(|| corrupt("restart_policy", &r.restart_policy))?,
+        desired_state: RunState::parse(&r.desired_state)
+            .ok_or_else(|| corrupt("desired_state", &r.desired_state))?,
+        status: InstanceStatus::parse(&r.status).ok_or_else(|| corrupt("status", &r.status))?,
+        name: r.name,
+        image: r.image,
+        command: r.command.0,
+        env: r.env.0,
+        cpu_millis: to_u64(r.cpu_millis),
+        memory_mb: to_u64(r.memory_mb),
+        status_reason: r.status_reason,
+        node_id: r.node_id.map(Into::into),
+        node_name: r.node_name,
+        runtime_id: r.runtime_id,
+        started_at: r.started_at,
+        exit_code: r.exit_code,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}
+
+pub fn node(r: NodeWithAllocation, sessions: &Sessions) -> Result<Node> {
+    let n = r.node;
+    let id = n.id.into();
+    let last_heartbeat_at = match (sessions.last_seen_at(id), n.last_heartbeat_at) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(Node {
+        id,
+        status: NodeStatus::parse(&n.status).ok_or_else(|| corrupt("node status", &n.status))?,
+        name: n.name,
+        hostname: n.hostname,
+        capacity: Resources {
+            cpu_millis: to_u64(n.cpu_millis),
+            memory_mb: to_u64(n.memory_mb),
+            disk_gb: to_u64(n.disk_gb),
+        },
+        allocated: Resources {
+            cpu_millis: to_u64(r.alloc_cpu_millis.unwrap_or(0)),
+            memory_mb: to_u64(r.alloc_memory_mb.unwrap_or(0)),
+            disk_gb: 0,
+        },
+        drivers: n.drivers.0,
+        labels: n.labels.0,
+        agent_version: n.agent_version,
+        connected: sessions.is_connected(id),
+        last_heartbeat_at,
+        usage: sessions.usage(id),
+        created_at: n.created_at,
+    })
+}
