@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# The Cloud's whole check, as CI runs it (.ci/run calls this script): installs what is
+# missing, starts dockerd and PostgreSQL, then runs rustfmt, clippy and every test with
+# cargo-nextest. Idempotent; run as root on a Debian 12 machine.
+#
+# Usage: scripts/test.sh [--setup-only] [NEXTEST_ARGS...]
+#   --setup-only   stop after the host setup (packages, dockerd, image, PostgreSQL, tools)
+#   NEXTEST_ARGS   passed to `cargo nextest run`, e.g.  scripts/test.sh -E 'test(foo)'
+#
+# Environment:
+#   THECLOUD_SKIP_LINT=1        skip `cargo fmt --check` and `cargo clippy`
+#   THECLOUD_TEST_DATABASE_URL  use this PostgreSQL instead of setting up the local cluster
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
+
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config postgresql iproute2
+  ca-certificates gcc libc6-dev)
+PG_ROLE=thecloud
+PG_PASSWORD=thecloud
+PG_DB=thecloud
+
+SETUP_ONLY=0
+NEXTEST_ARGS=()
+for arg in "$@"; do
+  case $arg in
+  --setup-only) SETUP_ONLY=1 ;;
+  -h | --help)
+    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  *) NEXTEST_ARGS+=("$arg") ;;
+  esac
+done
+
+# ---------------------------------------------------------------- phase bookkeeping
+
+PHASES=()  # "name|duration|result" rows for the summary
+FAILED=0
+CURRENT_PHASE=""
+PHASE_T0=0
+SCRIPT_T0=$(now_us)
+NEXTEST_LOG=""
+
+# phase_begin NAME [HEADLINE]
+phase_begin() {
+  CURRENT_PHASE=$1
+  PHASE_T0=$(now_us)
+  say "${2:-$1}"
+}
+
+# phase_end RESULT
+phase_end() {
+  local d
+  d=$(fmt_duration "$PHASE_T0")
+  PHASES+=("$CURRENT_PHASE|$d|$1")
+  info "$CURRENT_PHASE: $1 in $d"
+  CURRENT_PHASE=""
+}
+
+# check NAME COMMAND...: runs a check phase; a failure is recorded and the next phase still runs.
+check() {
+  local name=$1
+  shift
+  phase_begin "$name" "$name: $*"
+  local rc=0
+  "$@" || rc=$?
+  if ((rc == 0)); then
+    phase_end ok
+  else
+    phase_end "FAILED (exit $rc)"
+    FAILED=1
+  fi
+}
+
+summary() {
+  local rc=$?
+  if [[ -n $CURRENT_PHASE ]]; then
+    PHASES+=("$CURRENT_PHASE|$(fmt_duration "$PHASE_T0")|FAILED")
+  fi
+  ((${#PHASES[@]} > 0)) || return 0
+  echo
+  say "Summary (total $(fmt_duration "$SCRIPT_T0"))"
+  local row name d res
+  for row in "${PHASES[@]}"; do
+    IFS='|' read -r name d res <<<"$row"
+    printf '    %-52s %8s  %s\n' "$name" "$d" "$res"
+  done
+  if [[ -n $NEXTEST_LOG && -f $NEXTEST_LOG ]]; then
+    # Repeat nextest's closing line last, for whoever reads the end of the log.
+    grep -E '^ *Summary \[' "$NEXTEST_LOG" | tail -n 1 || true
+    rm -f "$NEXTEST_LOG"
+  fi
+  return "$rc"
+}
+trap summary EXIT
+
+# ---------------------------------------------------------------- setup
+
+print_header() {
+  say "The Cloud test run: $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+  info "host: $(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"'), kernel $(uname -r), $(nproc) cores, user $(id -un)"
+  info "repo: $REPO_ROOT ($(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo 'not a git checkout'))"
+  info "rustc: $(rustc --version 2>/dev/null || echo 'not found')"
+}
+
+ensure_rust_tools() {
+  require_cargo
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "cargo fmt / cargo clippy are missing and rustup is not available"
+    info "rustup component add rustfmt clippy"
+    rustup component add rustfmt clippy
+  fi
+  if cargo nextest --version >/dev/null 2>&1; then
+    info "cargo-nextest present"
+  else
+    info "cargo install cargo-nextest --locked (compiles it from the crate registry; takes a few minutes)"
+    cargo install cargo-nextest --locked
+  fi
+}
+
+print_versions() {
+  say "Tool versions"
+  info "docker:   client $("$DOCKER" version --format '{{.Client.Version}}' 2>/dev/null || echo '?'), server $("$DOCKER" version --format '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null || echo '?')"
+  info "psql:     $(psql --version)"
+  info "postgres: $(PGCONNECT_TIMEOUT=5 psql -X "$THECLOUD_TEST_DATABASE_URL" -Atc 'show server_version' 2>/dev/null || echo '?')"
+  info "rustc:    $(rustc --version)"
+  info "cargo:    $(cargo --version)"
+  info "rustfmt:  $(cargo fmt --version)"
+  info "clippy:   $(cargo clippy --version)"
+  info "nextest:  $(cargo nextest --version 2>/dev/null | head -n 1)"
+}
+
+setup() {
+  phase_begin "Setup: system packages"
+  ensure_packages "${PACKAGES[@]}"
+  phase_end ok
+
+  phase_begin "Setup: dockerd and $BUSYBOX_IMAGE"
+  ensure_dockerd
+  ensure_busybox_image
+  phase_end ok
+
+  if [[ -n ${THECLOUD_TEST_DATABASE_URL:-} ]]; then
+    phase_begin "Setup: PostgreSQL (given by THECLOUD_TEST_DATABASE_URL)"
+    PGCONNECT_TIMEOUT=5 psql -X "$THECLOUD_TEST_DATABASE_URL" -Atc 'select 1' >/dev/null ||
+      die "cannot connect to THECLOUD_TEST_DATABASE_URL"
+  else
+    phase_begin "Setup: PostgreSQL"
+    ensure_postgres "$PG_ROLE" "$PG_PASSWORD" "$PG_DB"
+    THECLOUD_TEST_DATABASE_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
+  fi
+  phase_end ok
+
+  phase_begin "Setup: Rust tools (rustfmt, clippy, cargo-nextest)"
+  ensure_rust_tools
+  phase_end ok
+}
+
+# ---------------------------------------------------------------- main
+
+cd "$REPO_ROOT"
+[[ $(id -u) -eq 0 ]] || require_root "$SCRIPT_DIR/test.sh" "$@"
+ensure_cargo_on_path
+print_header
+setup
+
+# Tests fail instead of skipping when Docker or PostgreSQL is unavailable.
+export THECLOUD_TEST_DATABASE_URL THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1
+print_versions
+info "THECLOUD_TEST_DATABASE_URL=$THECLOUD_TEST_DATABASE_URL"
+info "THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1"
+
+# cargo nextest, with its output also kept (when not on a terminal, as in CI) so that the
+# summary can end with nextest's own closing line.
+run_tests() {
+  local cmd=(cargo nextest run --workspace --no-fail-fast "${NEXTEST_ARGS[@]}")
+  info "${cmd[*]}"
+  if [[ -t 1 ]]; then
+    "${cmd[@]}"
+  else
+    NEXTEST_LOG=$(mktemp)
+    "${cmd[@]}" 2>&1 | tee "$NEXTEST_LOG"
+    return "${PIPESTATUS[0]}"
+  fi
+}
+
+if ((SETUP_ONLY)); then
+  say "Setup done (--setup-only): not running the checks"
+  exit 0
+fi
+
+if [[ ${THECLOUD_SKIP_LINT:-0} == 1 ]]; then
+  PHASES+=("fmt|-|skipped (THECLOUD_SKIP_LINT=1)" "clippy|-|skipped (THECLOUD_SKIP_LINT=1)")
+  say "Skipping fmt and clippy (THECLOUD_SKIP_LINT=1)"
+else
+  check fmt cargo fmt --all -- --check
+  check clippy cargo clippy --workspace --all-targets -- -D warnings
+fi
+check tests run_tests
+
+if ((FAILED)); then
+  say "FAILED"
+  exit 1
+fi
+say "All checks passed"
