@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut CreateInstanceRequest)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut CreateInstanceRequest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("image", Box::new(|r| r.image = " ".into())),
             ("image", Box::new(|r| r.image = "has space".into())),
             ("cpu_millis", Box::new(|r| r.cpu_millis = 0)),

@@ -1,0 +1,431 @@
+//! The command tree of `cloud` (clap derive) and the parsers of its argument values.
+
+use crate::output::OutputFormat;
+use clap::{Args, Parser, Subcommand};
+use cloud_api::{CreateInstanceRequest, InstanceKind, RestartPolicy};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `cloud`: run containers on The Cloud, a self-hosted cloud platform.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cloud",
+    version,
+    about = "Command-line client of The Cloud: launch and manage instances, inspect nodes",
+    long_about = "Command-line client of The Cloud, a self-hosted cloud platform.\n\n\
+        It talks to the scheduler's REST API. The endpoint and API key come from, in order: \
+        the --api-url/--api-key flags, the CLOUD_API_URL/CLOUD_API_KEY environment variables, \
+        the config file (~/.config/thecloud/config.toml, or $CLOUD_CONFIG), and finally the \
+        default http://127.0.0.1:8080.",
+    after_help = "Examples:\n  \
+        cloud config set api-url http://127.0.0.1:8080\n  \
+        cloud config set api-key KEY\n  \
+        cloud instance launch --name web --image local/busybox:latest -- sleep 3600\n  \
+        cloud instance list\n  \
+        cloud -o json node list"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after any subcommand.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Output format: human tables, or the API objects as JSON (for scripts).
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        help_heading = "Global options"
+    )]
+    pub output: OutputFormat,
+    /// API endpoint, e.g. http://127.0.0.1:8080 (overrides CLOUD_API_URL and the config file).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
+    pub api_url: Option<String>,
+    /// API key (overrides CLOUD_API_KEY and the config file).
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEY",
+        help_heading = "Global options"
+    )]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Launch, list, inspect, stop, start and remove instances (containers).
+    #[command(subcommand, visible_alias = "instances")]
+    Instance(InstanceCmd),
+    /// List and inspect the compute nodes of the platform.
+    #[command(subcommand, visible_alias = "nodes")]
+    Node(NodeCmd),
+    /// Show or change the CLI's configuration (API endpoint and key).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCmd {
+    /// Create an instance and, by default, wait until it is running.
+    #[command(after_help = LAUNCH_EXAMPLES)]
+    Launch(LaunchArgs),
+    /// List the instances of your project.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show every field of one instance (env values only with -o json).
+    #[command(visible_alias = "get")]
+    Show(Target),
+    /// Print the output (stdout and stderr) of an instance.
+    Logs(LogsArgs),
+    /// Stop an instance and, by default, wait until it is stopped.
+    Stop(ChangeArgs),
+    /// Start a stopped instance and, by default, wait until it is running.
+    Start(ChangeArgs),
+    /// Delete an instance and, by default, wait until it is gone.
+    #[command(visible_alias = "delete")]
+    Rm(ChangeArgs),
+}
+
+const LAUNCH_EXAMPLES: &str = "Examples:\n  \
+    cloud instance launch --name web --image local/busybox:latest --cpu 250m --memory 64Mi \\\n      \
+    -- sh -c 'while true; do echo hi; sleep 1; done'\n  \
+    cloud instance launch --image local/busybox:latest --env GREETING=hello \\\n      \
+    --restart on-failure --no-wait -- env";
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List the compute nodes with their capacity and allocation.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show every field of one node, including its latest host usage.
+    #[command(visible_alias = "get")]
+    Show(Target),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Set a configuration key: api-url or api-key.
+    Set {
+        /// api-url or api-key (api_url/api_key are accepted too).
+        key: String,
+        /// The new value.
+        value: String,
+    },
+    /// Remove a configuration key from the config file.
+    Unset {
+        /// api-url or api-key.
+        key: String,
+    },
+    /// Show the effective endpoint and key (redacted), and where each comes from.
+    Show,
+}
+
+/// One instance or node, by name or id.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Name or id.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Name or id of the instance.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+}
+
+/// Waiting behaviour shared by the commands that change an instance.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Return as soon as the server accepted the request.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the instance to settle, e.g. 120s, 2m, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// Name or id of the instance.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// Instance name (lowercase letters, digits and '-'); generated by the server when absent.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Image to run, e.g. local/busybox:latest.
+    #[arg(long)]
+    pub image: String,
+    /// CPU: millicores (250m) or cores (0.5, 2).
+    #[arg(long, default_value = "250m", value_parser = parse_cpu)]
+    pub cpu: u64,
+    /// Memory limit: 64Mi, 512M, 2Gi (a bare number is MiB).
+    #[arg(long, default_value = "128Mi", value_parser = parse_memory)]
+    pub memory: u64,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// What the node does when the process exits: never, on-failure or always.
+    #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_restart)]
+    pub restart: RestartPolicy,
+    /// What to run the image as: container or vm.
+    #[arg(long, default_value = "container", value_parser = parse_kind)]
+    pub kind: InstanceKind,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Command and arguments, after `--` (the image's default command when absent).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl LaunchArgs {
+    /// The request body of `POST /v1/instances`.
+    pub fn to_request(&self) -> CreateInstanceRequest {
+        let env: BTreeMap<String, String> = self.env.iter().cloned().collect();
+        CreateInstanceRequest {
+            name: self.name.clone(),
+            kind: self.kind,
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env,
+            cpu_millis: self.cpu,
+            memory_mb: self.memory,
+            restart_policy: self.restart,
+        }
+    }
+}
+
+pub fn parse_cpu(s: &str) -> Result<u64, String> {
+    let v = cloud_api::quantity::parse_cpu_millis(s)?;
+    if v == 0 {
+        return Err("CPU must be more than 0".into());
+    }
+    Ok(v)
+}
+
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let v = cloud_api::quantity::parse_memory_mb(s)?;
+    if v == 0 {
+        return Err("memory must be at least 1Mi".into());
+    }
+    Ok(v)
+}
+
+/// `KEY=VALUE`: the key is non-empty and has no whitespace; the value may be empty or hold `=`.
+pub fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err(format!("expected KEY=VALUE, got {s:?}"));
+    };
+    if key.is_empty() {
+        return Err(format!("empty variable name in {s:?}"));
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("invalid variable name {key:?}"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+pub fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
+    RestartPolicy::parse(s).ok_or_else(|| {
+        format!("invalid restart policy {s:?}: expected never, on-failure or always")
+    })
+}
+
+pub fn parse_kind(s: &str) -> Result<InstanceKind, String> {
+    InstanceKind::parse(s).ok_or_else(|| format!("invalid kind {s:?}: expected container or vm"))
+}
+
+/// `500ms`, `30s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let err = || format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 2m");
+    let (num, scale_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1_000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3_600_000.0)
+    } else {
+        (t, 1_000.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| err())?;
+    if !v.is_finite() || v < 0.0 || v * scale_ms > 1e12 {
+        return Err(err());
+    }
+    Ok(Duration::from_millis((v * scale_ms).round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cloud").chain(args.iter().copied()))
+    }
+
+    fn launch(args: &[&str]) -> LaunchArgs {
+        let mut full = vec!["instance", "launch"];
+        full.extend_from_slice(args);
+        match parse(&full).unwrap().command {
+            Command::Instance(InstanceCmd::Launch(a)) => a,
+            other => panic!("not a launch: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn launch_defaults() {
+        let a = launch(&["--image", "local/busybox:latest"]);
+        let req = a.to_request();
+        assert_eq!(req.name, None);
+        assert_eq!(req.image, "local/busybox:latest");
+        assert_eq!(req.cpu_millis, 250);
+        assert_eq!(req.memory_mb, 128);
+        assert_eq!(req.restart_policy, RestartPolicy::Always);
+        assert_eq!(req.kind, InstanceKind::Container);
+        assert!(req.command.is_empty());
+        assert!(req.env.is_empty());
+        assert!(!a.wait.no_wait);
+        assert_eq!(a.wait.timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn launch_takes_the_command_after_double_dash() {
+        let a = launch(&[
+            "--name",
+            "web",
+            "--image",
+            "local/busybox:latest",
+            "--cpu",
+            "0.5",
+            "--memory",
+            "1Gi",
+            "--",
+            "sh",
+            "-c",
+            "while true; do echo hi; sleep 1; done",
+        ]);
+        let req = a.to_request();
+        assert_eq!(req.name.as_deref(), Some("web"));
+        assert_eq!(req.cpu_millis, 500);
+        assert_eq!(req.memory_mb, 1024);
+        assert_eq!(
+            req.command,
+            ["sh", "-c", "while true; do echo hi; sleep 1; done"]
+        );
+    }
+
+    #[test]
+    fn launch_flags_after_double_dash_belong_to_the_command() {
+        let a = launch(&["--image", "x", "--", "ls", "--no-wait", "-o", "json"]);
+        assert_eq!(a.command, ["ls", "--no-wait", "-o", "json"]);
+        assert!(!a.wait.no_wait);
+    }
+
+    #[test]
+    fn launch_command_requires_double_dash() {
+        assert!(parse(&["instance", "launch", "--image", "x", "sh"]).is_err());
+    }
+
+    #[test]
+    fn launch_env_pairs() {
+        let a = launch(&[
+            "--image", "x", "--env", "A=1", "-e", "B=x=y", "--env", "EMPTY=",
+        ]);
+        let req = a.to_request();
+        assert_eq!(req.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(req.env.get("B").map(String::as_str), Some("x=y"));
+        assert_eq!(req.env.get("EMPTY").map(String::as_str), Some(""));
+        for bad in ["NOEQUALS", "=v", "BAD KEY=v"] {
+            let err = parse(&["instance", "launch", "--image", "x", "--env", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn launch_rejects_bad_quantities_and_policies() {
+        for args in [
+            ["--cpu", "lots"],
+            ["--cpu", "0"],
+            ["--memory", "-3Mi"],
+            ["--memory", "big"],
+            ["--restart", "sometimes"],
+            ["--timeout", "soon"],
+        ] {
+            let mut full = vec!["instance", "launch", "--image", "x"];
+            full.extend_from_slice(&args);
+            let err = parse(&full).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        assert!(
+            parse(&["instance", "launch"]).is_err(),
+            "--image is required"
+        );
+    }
+
+    #[test]
+    fn launch_restart_timeout_and_no_wait() {
+        let a = launch(&[
+            "--image",
+            "x",
+            "--restart",
+            "on-failure",
+            "--timeout",
+            "2m",
+            "--no-wait",
+        ]);
+        assert_eq!(a.restart, RestartPolicy::OnFailure);
+        assert_eq!(a.wait.timeout, Duration::from_secs(120));
+        assert!(a.wait.no_wait);
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = parse(&["instance", "list", "-o", "json", "--api-url", "http://x:1"]).unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        assert_eq!(cli.global.api_url.as_deref(), Some("http://x:1"));
+        let cli = parse(&["--output", "json", "node", "list"]).unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        let cli = parse(&["node", "show", "n1"]).unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Table);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

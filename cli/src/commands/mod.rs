@@ -1,0 +1,56 @@
+//! Command handlers: each resolves what it needs, calls the API client and prints the result.
+
+pub mod config;
+pub mod instance;
+pub mod node;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{self as cfg, EnvLookup, Resolved};
+use crate::output::OutputFormat;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// What every command gets: the output format and the resolved endpoint, key and config file.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub output: OutputFormat,
+    pub resolved: Resolved,
+    pub config_path: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// Resolves flags > environment > config file > default.
+    pub fn new(global: &GlobalArgs, env: EnvLookup<'_>) -> Result<Self> {
+        let config_path = cfg::config_path(env);
+        let file = cfg::load(config_path.as_deref())?;
+        let resolved = cfg::resolve(
+            global.api_url.as_deref(),
+            global.api_key.as_deref(),
+            env,
+            &file,
+        );
+        Ok(Self {
+            output: global.output,
+            resolved,
+            config_path,
+        })
+    }
+
+    /// A client of the resolved endpoint with the resolved key.
+    pub fn client(&self) -> Result<cloud_api::Client> {
+        Ok(cloud_api::Client::new(
+            &self.resolved.api_url.value,
+            self.resolved.api_key.as_ref().map(|k| k.value.clone()),
+        )?)
+    }
+}
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::new(&cli.global, &cfg::process_env)?;
+    match cli.command {
+        Command::Instance(cmd) => instance::run(&ctx, cmd).await,
+        Command::Node(cmd) => node::run(&ctx, cmd).await,
+        Command::Config(cmd) => config::run(&ctx, cmd),
+    }
+}

@@ -1,0 +1,65 @@
+//! Fixtures shared by the unit tests.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cloud_api::{
+    Instance, InstanceId, InstanceKind, InstanceStatus, Node, NodeId, NodeStatus, Resources,
+    RestartPolicy, RunState,
+};
+use std::collections::BTreeMap;
+
+pub fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap()
+}
+
+pub fn instance(name: &str, status: InstanceStatus, age_s: i64) -> Instance {
+    Instance {
+        id: InstanceId::new(),
+        name: name.into(),
+        kind: InstanceKind::Container,
+        image: "local/busybox:latest".into(),
+        command: vec!["sh".into(), "-c".into(), "echo hi; sleep 1".into()],
+        env: BTreeMap::from([
+            ("GREETING".into(), "hello".into()),
+            ("DB_PASSWORD".into(), "hunter2-very-secret".into()),
+        ]),
+        cpu_millis: 250,
+        memory_mb: 64,
+        restart_policy: RestartPolicy::Always,
+        desired_state: RunState::Running,
+        status,
+        status_reason: None,
+        node_id: Some(NodeId::new()),
+        node_name: Some("node-1".into()),
+        runtime_id: Some("abc123".into()),
+        started_at: Some(now() - Duration::seconds(age_s)),
+        exit_code: None,
+        created_at: now() - Duration::seconds(age_s),
+        updated_at: now() - Duration::seconds(1),
+    }
+}
+
+pub fn node(name: &str) -> Node {
+    Node {
+        id: NodeId::new(),
+        name: name.into(),
+        hostname: format!("{name}.local"),
+        status: NodeStatus::Ready,
+        capacity: Resources {
+            cpu_millis: 2000,
+            memory_mb: 4096,
+            disk_gb: 100,
+        },
+        allocated: Resources {
+            cpu_millis: 250,
+            memory_mb: 64,
+            disk_gb: 0,
+        },
+        drivers: vec!["docker".into(), "libvirt".into()],
+        labels: BTreeMap::from([("zone".into(), "a".into())]),
+        agent_version: Some("0.1.0".into()),
+        connected: true,
+        last_heartbeat_at: Some(now() - Duration::seconds(2)),
+        usage: None,
+        created_at: now() - Duration::days(4),
+    }
+}
