@@ -1,1 +1,226 @@
-fn main() {}
+//! `cloud-agent`: the node agent binary. Parses flags, sets up logging, starts the agent
+//! library against the local dockerd, and stops gracefully on SIGINT/SIGTERM.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use cloud_agent::{AgentConfig, CapacityOverride, DockerRuntime};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// The Cloud's node agent: runs workloads on this host for the scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "cloud-agent", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll with the scheduler if needed, then run until SIGINT/SIGTERM.
+    ///
+    /// On first start the agent generates a key, sends a CSR with the one-time join token and
+    /// saves the issued identity in --data-dir; later starts reuse it. Stopping the agent never
+    /// stops workloads: containers keep running and are re-adopted on the next start.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Scheduler gRPC address HOST:PORT. HOST must match the scheduler certificate (DNS name
+    /// or IP address).
+    #[arg(long, value_name = "HOST:PORT", env = "THECLOUD_SCHEDULER")]
+    scheduler: String,
+    /// PEM file of the CA that signed the scheduler's certificate.
+    #[arg(long, value_name = "CA", env = "THECLOUD_CA_FILE")]
+    ca_file: PathBuf,
+    /// File holding the one-time join token (used only for the first enrollment).
+    #[arg(long, value_name = "FILE", env = "THECLOUD_JOIN_TOKEN_FILE")]
+    join_token_file: PathBuf,
+    /// Directory for the node identity and agent state (created if missing).
+    #[arg(long, value_name = "DIR", env = "THECLOUD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Node name to request at enrollment (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// Node label KEY=VALUE advertised to the scheduler (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Advertised CPU capacity in millicores (default: online CPUs × 1000).
+    #[arg(long, value_name = "N")]
+    cpu_millis: Option<u64>,
+    /// Advertised memory capacity in MiB (default: MemTotal).
+    #[arg(long, value_name = "N")]
+    memory_mb: Option<u64>,
+    /// Advertised disk capacity in GiB (default: size of the data dir's filesystem).
+    #[arg(long, value_name = "N")]
+    disk_gb: Option<u64>,
+    /// Docker endpoint (default: DOCKER_HOST or unix:///var/run/docker.sock).
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Log output format. Filtering follows RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The error and its causes, one `: `-joined line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    cloud_agent::tls::error_chain(e)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the agent");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    if !args.ca_file.is_file() {
+        return Err(format!(
+            "CA file {} does not exist or is not a file",
+            args.ca_file.display()
+        ));
+    }
+    let mut config = AgentConfig::new(
+        args.scheduler,
+        args.ca_file,
+        args.join_token_file,
+        args.data_dir,
+    );
+    config.name = args.name;
+    config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
+    config.capacity_override = CapacityOverride {
+        cpu_millis: args.cpu_millis,
+        memory_mb: args.memory_mb,
+        disk_gb: args.disk_gb,
+    };
+    let runtime = Arc::new(DockerRuntime::new(args.docker_host.as_deref()));
+    let agent = tokio::select! {
+        r = cloud_agent::start(config, runtime) => r.map_err(|e| {
+            if e.is_enrollment_refused() {
+                format!("{e}\nhint: ask the operator for a fresh join token, or pick another --name")
+            } else {
+                chain(&e)
+            }
+        })?,
+        _ = wait_for_signal() => return Err("interrupted before enrollment finished".into()),
+    };
+    tracing::info!(node_id = %agent.node_id(), node_name = %agent.node_name(), "agent running");
+    wait_for_signal().await;
+    tracing::info!("signal received; stopping (workloads keep running)");
+    agent
+        .stop(Duration::from_secs(20))
+        .await
+        .map_err(|e| chain(&e))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    init_logging(args.log_format);
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cloud-agent: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("cloud-agent: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_parses_labels() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "cloud-agent",
+            "run",
+            "--scheduler",
+            "10.0.0.1:7443",
+            "--ca-file",
+            "/ca.crt",
+            "--join-token-file",
+            "/t",
+            "--data-dir",
+            "/d",
+            "--label",
+            "zone=a",
+            "--label",
+            "gpu=",
+            "--cpu-millis",
+            "1500",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command;
+        assert_eq!(
+            a.labels,
+            vec![("zone".into(), "a".into()), ("gpu".into(), "".into())]
+        );
+        assert_eq!(a.cpu_millis, Some(1500));
+        assert!(parse_label("novalue").is_err());
+        assert!(parse_label("=x").is_err());
+    }
+}

@@ -1,1 +1,255 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared harness of the end-to-end tests: an in-process scheduler on ephemeral ports with a
+//! temporary data dir, agents (real code) attached to it, and polling helpers.
+
+use cloud_api::Client;
+use cloud_scheduler::{Config, Running};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub use cloud_agent;
+pub use cloud_scheduler;
+
+/// Routes test logs through the test writer (visible on failure). `RUST_LOG` filters.
+pub fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A scheduler running in this process.
+pub struct Cluster {
+    pub scheduler: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    http: SocketAddr,
+    grpc: SocketAddr,
+}
+
+/// Fast timings so failure detection tests do not wait long.
+pub fn fast_config(data_dir: &Path) -> Config {
+    let mut c = Config::with_data_dir(data_dir);
+    c.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.grpc_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.heartbeat_interval = Duration::from_millis(200);
+    c.telemetry_interval = Duration::from_secs(1);
+    c.node_down_after = Duration::from_secs(3);
+    c
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = fast_config(&dir.path().join("scheduler"));
+        tune(&mut config);
+        let running = cloud_scheduler::start(config.clone()).await.expect("scheduler starts");
+        let (http, grpc) = (running.http_addr, running.grpc_addr);
+        // Restarts reuse the same ports so agents find the scheduler again.
+        config.http_listen = http;
+        config.grpc_listen = grpc;
+        Self { scheduler: Some(running), dir, config, http, grpc }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.scheduler.as_ref().expect("scheduler is running")
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn grpc_endpoint(&self) -> String {
+        self.grpc.to_string()
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.config.data_dir.join("pki").join("ca.crt")
+    }
+
+    pub fn join_token_file(&self) -> PathBuf {
+        self.config.data_dir.join("join.token")
+    }
+
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.config.data_dir.join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_string()
+    }
+
+    /// A client with the admin key.
+    pub fn client(&self) -> Client {
+        Client::new(&self.http_url(), Some(self.admin_key())).expect("client")
+    }
+
+    /// A client with no key, or any key.
+    pub fn client_with_key(&self, key: Option<&str>) -> Client {
+        Client::new(&self.http_url(), key.map(str::to_string)).expect("client")
+    }
+
+    /// Stops the scheduler (agents stay up and keep retrying).
+    pub async fn stop_scheduler(&mut self) {
+        if let Some(r) = self.scheduler.take() {
+            r.shutdown().await;
+        }
+    }
+
+    /// Starts the scheduler again on the same data dir and ports.
+    pub async fn start_scheduler(&mut self) {
+        let mut last_err = None;
+        for _ in 0..50 {
+            match cloud_scheduler::start(self.config.clone()).await {
+                Ok(r) => {
+                    self.scheduler = Some(r);
+                    return;
+                }
+                Err(e) => {
+                    last_err = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        panic!("scheduler did not restart: {last_err:?}");
+    }
+
+    /// Agent configuration for a new agent named `name` with its own data dir.
+    pub fn agent_config(&self, name: &str) -> cloud_agent::AgentConfig {
+        let mut c = cloud_agent::AgentConfig::new(
+            self.grpc_endpoint(),
+            self.ca_file(),
+            self.join_token_file(),
+            self.dir.path().join("agents").join(name),
+        );
+        c.name = Some(name.to_string());
+        c
+    }
+}
+
+/// Polls `check` until it yields `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the Docker tests can run; panics when they must (`THECLOUD_REQUIRE_DOCKER=1`).
+pub async fn docker_available() -> bool {
+    let ok = match bollard::Docker::connect_with_local_defaults() {
+        Ok(d) => d.ping().await.is_ok(),
+        Err(_) => false,
+    };
+    if !ok {
+        if std::env::var("THECLOUD_REQUIRE_DOCKER").as_deref() == Ok("1") {
+            panic!("THECLOUD_REQUIRE_DOCKER=1 but Docker is not answering on /var/run/docker.sock");
+        }
+        eprintln!("skipping: Docker is not answering on /var/run/docker.sock (./scripts/test.sh starts dockerd)");
+    }
+    ok
+}
+
+/// A running agent over the in-memory fake runtime, plus the runtime to inspect.
+pub struct FakeNode {
+    pub agent: cloud_agent::AgentHandle,
+    pub runtime: std::sync::Arc<cloud_agent::FakeRuntime>,
+}
+
+impl Cluster {
+    /// Starts an agent named `name` over a fake runtime that knows `local/busybox:latest`,
+    /// and waits until the scheduler lists its node as ready.
+    pub async fn fake_node(&self, name: &str) -> FakeNode {
+        let runtime = std::sync::Arc::new(cloud_agent::FakeRuntime::with_images(["local/busybox:latest"]));
+        let agent = self.start_agent(name, runtime.clone()).await;
+        FakeNode { agent, runtime }
+    }
+
+    /// Starts an agent over `runtime` and waits until its node is ready.
+    pub async fn start_agent(
+        &self,
+        name: &str,
+        runtime: std::sync::Arc<dyn cloud_agent::ContainerRuntime>,
+    ) -> cloud_agent::AgentHandle {
+        let mut cfg = self.agent_config(name);
+        cfg.capacity_override.cpu_millis = Some(4000);
+        cfg.capacity_override.memory_mb = Some(8192);
+        cfg.capacity_override.disk_gb = Some(100);
+        let agent = cloud_agent::start(cfg, runtime).await.expect("agent starts");
+        self.wait_node_ready(name).await;
+        agent
+    }
+
+    pub async fn wait_node_ready(&self, name: &str) {
+        let client = self.client();
+        wait_for(&format!("node {name} ready"), Duration::from_secs(20), || {
+            let client = client.clone();
+            async move {
+                let n = client.node_get(name).await.ok()?;
+                (n.status == cloud_api::NodeStatus::Ready && n.connected).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Waits until the instance reaches `status`, returning it.
+    pub async fn wait_instance(&self, id_or_name: &str, status: cloud_api::InstanceStatus) -> cloud_api::Instance {
+        let client = self.client();
+        wait_for(&format!("instance {id_or_name} {status}"), Duration::from_secs(30), || {
+            let client = client.clone();
+            async move {
+                let i = client.instance_get(id_or_name).await.ok()?;
+                (i.status == status).then_some(i)
+            }
+        })
+        .await
+    }
+
+    /// Waits until the instance is gone (404).
+    pub async fn wait_instance_gone(&self, id_or_name: &str) {
+        let client = self.client();
+        wait_for(&format!("instance {id_or_name} deleted"), Duration::from_secs(30), || {
+            let client = client.clone();
+            async move {
+                match client.instance_get(id_or_name).await {
+                    Err(e) if e.status() == Some(404) => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// A create request for `local/busybox:latest`.
+pub fn busybox(name: &str, command: &[&str]) -> cloud_api::CreateInstanceRequest {
+    cloud_api::CreateInstanceRequest {
+        name: Some(name.to_string()),
+        kind: cloud_api::InstanceKind::Container,
+        image: "local/busybox:latest".into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        env: Default::default(),
+        cpu_millis: 250,
+        memory_mb: 64,
+        restart_policy: cloud_api::RestartPolicy::Always,
+    }
+}

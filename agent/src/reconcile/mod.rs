@@ -1,0 +1,449 @@
+//! The level-triggered reconciler: converges this node's containers toward the last desired
+//! state and reports what it observes. It runs on every new desired document and on a timer,
+//! and does nothing at all until the first desired document of this process has arrived.
+//!
+//! It only ever lists or touches containers labelled `thecloud.node-id=<own id>`.
+
+mod observe;
+mod plan;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use plan::{Action, Failure, container_name};
+pub use state::STATE_FILE;
+
+use crate::model::{DesiredState, InstanceSpec, ObservedState, RestartPolicy, RunState};
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerStatus, EngineRestartPolicy,
+    RuntimeError, labels,
+};
+use futures::StreamExt;
+use state::ActedStore;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Errors of the reconciler.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reconciler state file {path}: {source}")]
+    StateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot list containers: {0}")]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Timing knobs of the reconciler.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// Period of the level-triggered timer.
+    pub interval: Duration,
+    /// Minimum time between two attempts for an instance whose last action failed (unless
+    /// its change_generation increases).
+    pub retry_after_failure: Duration,
+    /// Bound on one image pull.
+    pub pull_timeout: Duration,
+    /// SIGTERM → SIGKILL grace when stopping.
+    pub stop_grace: Duration,
+    /// Actions run in parallel within one pass.
+    pub concurrency: usize,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            retry_after_failure: Duration::from_secs(30),
+            pull_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(10),
+            concurrency: 8,
+        }
+    }
+}
+
+/// Result of one action.
+struct Outcome {
+    action: Action,
+    result: Result<(), String>,
+}
+
+/// Converges one node's containers. Owns its state; drive it with [`Reconciler::run`] or,
+/// in tests, with [`Reconciler::set_desired`] + [`Reconciler::reconcile_once`].
+pub struct Reconciler {
+    node_id: String,
+    runtime: Arc<dyn ContainerRuntime>,
+    config: ReconcilerConfig,
+    acted: ActedStore,
+    failures: HashMap<String, Failure>,
+    desired: Option<Arc<DesiredState>>,
+    last_error: Option<String>,
+}
+
+impl Reconciler {
+    /// A reconciler for `node_id` keeping its memory in `data_dir`/reconciler-state.json.
+    pub fn new(
+        node_id: &str,
+        runtime: Arc<dyn ContainerRuntime>,
+        data_dir: &Path,
+        config: ReconcilerConfig,
+    ) -> Result<Self, ReconcileError> {
+        let path = data_dir.join(STATE_FILE);
+        let acted =
+            ActedStore::load(&path).map_err(|source| ReconcileError::StateFile { path, source })?;
+        Ok(Self {
+            node_id: node_id.to_owned(),
+            runtime,
+            config,
+            acted,
+            failures: HashMap::new(),
+            desired: None,
+            last_error: None,
+        })
+    }
+
+    /// Takes a new desired document. Returns false (and ignores it) when its generation is not
+    /// newer than the current one.
+    pub fn set_desired(&mut self, desired: Arc<DesiredState>) -> bool {
+        if let Some(cur) = &self.desired
+            && desired.generation <= cur.generation
+        {
+            if desired.generation < cur.generation {
+                tracing::warn!(
+                    current = cur.generation,
+                    received = desired.generation,
+                    "ignoring an older desired state"
+                );
+            }
+            return false;
+        }
+        tracing::info!(
+            generation = desired.generation,
+            instances = desired.instances.len(),
+            "new desired state"
+        );
+        self.desired = Some(desired);
+        true
+    }
+
+    /// The desired document in force, if any has arrived.
+    pub fn desired(&self) -> Option<&DesiredState> {
+        self.desired.as_deref()
+    }
+
+    fn own_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(labels::NODE_ID.to_owned(), self.node_id.clone())])
+    }
+
+    async fn list_own(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let mut v = self.runtime.list(&self.own_labels()).await?;
+        // Defence in depth: never trust a runtime filter with someone else's containers.
+        v.retain(|c| c.label(labels::NODE_ID) == Some(self.node_id.as_str()));
+        Ok(v)
+    }
+
+    /// One pass: act, then observe. `Ok(None)` before the first desired document (nothing is
+    /// listed or touched then); `Err` when the runtime cannot be listed (nothing is touched).
+    pub async fn reconcile_once(&mut self) -> Result<Option<ObservedState>, ReconcileError> {
+        let Some(desired) = self.desired.clone() else {
+            return Ok(None);
+        };
+        let actual = self.list_own().await?;
+        let now = Instant::now();
+        let acted = &self.acted;
+        let actions = plan::plan(
+            &desired,
+            &actual,
+            &|id| acted.get(id),
+            &self.failures,
+            now,
+            self.config.retry_after_failure,
+        );
+        let acted_now = !actions.is_empty();
+        if acted_now {
+            let outcomes = futures::stream::iter(actions)
+                .map(|a| self.execute(a))
+                .buffer_unordered(self.config.concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await;
+            for o in outcomes {
+                self.apply(&desired, o);
+            }
+        }
+        // Observe what the actions left behind (no second listing when nothing was done).
+        let actual = if acted_now {
+            self.list_own().await?
+        } else {
+            actual
+        };
+        self.mark_satisfied(&desired, &actual);
+        self.failures.retain(|id, _| {
+            desired.instances.iter().any(|s| s.instance_id == *id)
+                || actual
+                    .iter()
+                    .any(|c| c.label(labels::INSTANCE_ID) == Some(id))
+        });
+        if let Err(e) = self.acted.flush() {
+            tracing::error!(error = %e, "cannot write the reconciler state file");
+        }
+        Ok(Some(observe::observe(&desired, &actual, &self.failures)))
+    }
+
+    /// Remembers change generations that are satisfied without action (adopted containers,
+    /// already-stopped instances), so a later exit on its own is not mistaken for a request.
+    fn mark_satisfied(&mut self, desired: &DesiredState, actual: &[ContainerInfo]) {
+        let (by_instance, _) = plan::index_containers(actual);
+        for spec in &desired.instances {
+            let status = by_instance.get(spec.instance_id.as_str()).map(|c| c.status);
+            let satisfied = match (spec.desired, status) {
+                (RunState::Running, Some(s)) => matches!(
+                    s,
+                    ContainerStatus::Running
+                        | ContainerStatus::Restarting
+                        | ContainerStatus::Paused
+                ),
+                (RunState::Running, None) => false,
+                (RunState::Stopped, Some(s)) => !matches!(
+                    s,
+                    ContainerStatus::Running
+                        | ContainerStatus::Restarting
+                        | ContainerStatus::Paused
+                ),
+                (RunState::Stopped, None) => true,
+            };
+            if satisfied {
+                self.acted.mark(&spec.instance_id, spec.change_generation);
+            }
+        }
+        let known: Vec<String> = self
+            .acted
+            .ids()
+            .into_iter()
+            .filter(|id| {
+                !desired.instances.iter().any(|s| s.instance_id == *id)
+                    && !by_instance.contains_key(id.as_str())
+            })
+            .collect();
+        for id in known {
+            self.acted.forget(&id);
+        }
+    }
+
+    fn apply(&mut self, desired: &DesiredState, o: Outcome) {
+        let (instance_id, cg) = match &o.action {
+            Action::Create { spec } | Action::Start { spec, .. } | Action::Stop { spec, .. } => {
+                (Some(spec.instance_id.clone()), spec.change_generation)
+            }
+            Action::Remove { instance_id, .. } => (instance_id.clone(), 0),
+        };
+        let Some(id) = instance_id else { return };
+        let still_desired = desired.instances.iter().any(|s| s.instance_id == id);
+        match (o.result, &o.action) {
+            (Ok(()), Action::Remove { .. }) => {
+                if !still_desired {
+                    self.failures.remove(&id);
+                    self.acted.forget(&id);
+                }
+            }
+            (Ok(()), _) => {
+                self.failures.remove(&id);
+                self.acted.mark(&id, cg);
+            }
+            (Err(reason), _) => {
+                self.failures.insert(
+                    id,
+                    Failure {
+                        change_generation: cg,
+                        at: Instant::now(),
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    fn container_spec(&self, spec: &InstanceSpec) -> ContainerSpec {
+        let labels = BTreeMap::from([
+            (labels::INSTANCE_ID.to_owned(), spec.instance_id.clone()),
+            (labels::NODE_ID.to_owned(), self.node_id.clone()),
+            (labels::INSTANCE_NAME.to_owned(), spec.name.clone()),
+            (
+                labels::MANAGED_BY.to_owned(),
+                labels::MANAGED_BY_VALUE.to_owned(),
+            ),
+        ]);
+        ContainerSpec {
+            name: container_name(&spec.instance_id),
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env: spec.env.clone(),
+            labels,
+            memory_bytes: i64::try_from(spec.memory_mb.saturating_mul(1024 * 1024))
+                .unwrap_or(i64::MAX),
+            nano_cpus: i64::try_from(spec.cpu_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+            restart_policy: match spec.restart_policy {
+                RestartPolicy::Never => EngineRestartPolicy::No,
+                RestartPolicy::OnFailure => EngineRestartPolicy::OnFailure,
+                RestartPolicy::Always => EngineRestartPolicy::UnlessStopped,
+            },
+        }
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        let unavailable = |msg: &str| format!("image {image:?} is not available on node: {msg}");
+        match self.runtime.image_present(image).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => return Err(unavailable(&e.to_string())),
+        }
+        tracing::info!(
+            image,
+            timeout_s = self.config.pull_timeout.as_secs(),
+            "image not present locally; pulling"
+        );
+        match tokio::time::timeout(self.config.pull_timeout, self.runtime.pull_image(image)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(&e.to_string())),
+            Err(_) => Err(unavailable(&format!(
+                "pull timed out after {}s",
+                self.config.pull_timeout.as_secs()
+            ))),
+        }
+    }
+
+    async fn execute(&self, action: Action) -> Outcome {
+        let result = match &action {
+            Action::Create { spec } => self.create_and_start(spec).await,
+            Action::Start { spec, container_id } => {
+                tracing::info!(instance_id = %spec.instance_id, container_id = %container_id, change_generation = spec.change_generation, "starting container");
+                self.runtime
+                    .start(container_id)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Action::Stop { spec, container_id } => {
+                tracing::info!(instance_id = %spec.instance_id, container_id = %container_id, change_generation = spec.change_generation, "stopping container");
+                self.runtime
+                    .stop(container_id, self.config.stop_grace)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Action::Remove {
+                instance_id,
+                container_id,
+            } => {
+                tracing::info!(instance_id = ?instance_id, container_id = %container_id, "removing container that is not desired");
+                self.stop_and_remove(container_id).await
+            }
+        };
+        if let Err(reason) = &result {
+            tracing::warn!(action = ?ActionName(&action), reason = %reason, "reconcile action failed");
+        }
+        Outcome { action, result }
+    }
+
+    async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), String> {
+        tracing::info!(instance_id = %spec.instance_id, image = %spec.image, change_generation = spec.change_generation, "creating container");
+        self.ensure_image(&spec.image).await?;
+        let cspec = self.container_spec(spec);
+        let id = self.runtime.create(&cspec).await.map_err(|e| match e {
+            RuntimeError::ImageNotFound(m) => {
+                format!("image {:?} is not available on node: {m}", spec.image)
+            }
+            other => other.to_string(),
+        })?;
+        tracing::info!(instance_id = %spec.instance_id, container_id = %id, "starting container");
+        self.runtime.start(&id).await.map_err(|e| e.to_string())
+    }
+
+    async fn stop_and_remove(&self, container_id: &str) -> Result<(), String> {
+        match self
+            .runtime
+            .stop(container_id, self.config.stop_grace)
+            .await
+        {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(container_id, error = %e, "stop before removal failed; forcing")
+            }
+        }
+        match self.runtime.remove(container_id, true).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Drives the reconciler: a pass on every new desired document and every `interval`;
+    /// publishes each observation. Returns when `shutdown` turns true (between passes).
+    pub async fn run(
+        mut self,
+        mut desired_rx: watch::Receiver<Option<Arc<DesiredState>>>,
+        observed_tx: watch::Sender<Option<Arc<ObservedState>>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                r = shutdown.changed() => if r.is_err() { break },
+                r = desired_rx.changed() => if r.is_err() { break },
+                _ = tick.tick() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let latest = desired_rx.borrow_and_update().clone();
+            if let Some(d) = latest {
+                self.set_desired(d);
+            }
+            match self.reconcile_once().await {
+                Ok(Some(obs)) => {
+                    if self.last_error.take().is_some() {
+                        tracing::info!("container runtime reachable again");
+                    }
+                    observed_tx.send_if_modified(|cur| {
+                        if cur.as_deref() == Some(&obs) {
+                            false
+                        } else {
+                            *cur = Some(Arc::new(obs));
+                            true
+                        }
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let msg = e.to_string();
+                    if self.last_error.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!(error = %msg, "reconcile pass skipped; nothing touched");
+                        self.last_error = Some(msg);
+                    }
+                }
+            }
+        }
+        tracing::debug!("reconciler stopped");
+    }
+}
+
+/// Logs an action without its spec (whose env may hold secrets).
+struct ActionName<'a>(&'a Action);
+
+impl std::fmt::Debug for ActionName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Action::Create { spec } => write!(f, "create {}", spec.instance_id),
+            Action::Start { spec, .. } => write!(f, "start {}", spec.instance_id),
+            Action::Stop { spec, .. } => write!(f, "stop {}", spec.instance_id),
+            Action::Remove { container_id, .. } => write!(f, "remove {container_id}"),
+        }
+    }
+}
