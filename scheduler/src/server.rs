@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 pub const DEFAULT_PROJECT: &str = "default";
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A running scheduler.
 pub struct Running {
@@ -55,10 +56,20 @@ impl Running {
         Ok(std::fs::read_to_string(self.data_dir().join(ADMIN_KEY_FILE))?.trim().to_string())
     }
 
-    /// Stops listeners and tasks, then closes the store.
+    /// Stops listeners and tasks, then closes the store. Agent sessions are closed first
+    /// (they would otherwise hold the gRPC server's graceful shutdown open forever); whatever
+    /// has not finished after a grace period is aborted.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        self.app.sessions.close_all();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown grace period over; aborting remaining tasks");
+            self.tasks.shutdown().await;
+        }
         self.app.store.close().await;
     }
 

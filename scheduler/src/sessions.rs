@@ -115,6 +115,15 @@ impl Sessions {
         }
     }
 
+    /// Ends every session (scheduler shutdown); agents reconnect to the next scheduler.
+    pub fn close_all(&self) {
+        for live in lock(&self.nodes).values_mut() {
+            if let Some(slot) = live.slot.take() {
+                slot.replaced.notify_one();
+            }
+        }
+    }
+
     pub fn is_connected(&self, node: NodeId) -> bool {
         lock(&self.nodes)
             .get(&node)

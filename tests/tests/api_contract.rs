@@ -25,6 +25,7 @@ async fn bad_input_gets_the_envelope_and_changes_nothing() {
     let _node = c.fake_node("node-1").await;
     let client = c.client();
     client.instance_create(&busybox("web", &["sleep", "1000"])).await.unwrap();
+    c.wait_instance("web", cloud_api::InstanceStatus::Running).await;
     let before = client.instance_list().await.unwrap();
 
     let post = Method::POST;

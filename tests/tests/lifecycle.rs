@@ -28,7 +28,7 @@ async fn launch_stop_start_delete() {
     let stopping = client.instance_stop("web").await.unwrap();
     assert_eq!(stopping.desired_state, RunState::Stopped);
     c.wait_instance("web", InstanceStatus::Stopped).await;
-    assert!(!node.runtime.container_of(&created.id.to_string()).unwrap().running);
+    assert_ne!(node.runtime.container_of(&created.id.to_string()).unwrap().status, cloud_agent::runtime::ContainerStatus::Running);
     // Idempotent.
     client.instance_stop("web").await.unwrap();
 
@@ -100,7 +100,7 @@ async fn a_silent_node_goes_down_and_its_agent_readopts_on_return() {
     .await;
     let lost = c.wait_instance("keep", InstanceStatus::Lost).await;
     assert!(lost.status_reason.unwrap().contains("heartbeat"));
-    assert!(runtime.container_of(&keep.id.to_string()).unwrap().running, "the agent's death stops nothing");
+    assert!(runtime.container_of(&keep.id.to_string()).unwrap().status == cloud_agent::runtime::ContainerStatus::Running, "the agent's death stops nothing");
 
     // Deleting while the node is down is immediate; the returning agent must remove it
     // (fencing: it is no longer in its desired state).
@@ -111,7 +111,7 @@ async fn a_silent_node_goes_down_and_its_agent_readopts_on_return() {
     let back = c.wait_instance("keep", InstanceStatus::Running).await;
     let container_after = runtime.container_of(&keep.id.to_string()).unwrap();
     assert_eq!(container_after.id, container_before.id, "re-adopted, not recreated");
-    assert_eq!(container_after.started_at, container_before.started_at, "not restarted");
+    assert_eq!(container_after.started_at_unix_ms, container_before.started_at_unix_ms, "not restarted");
     assert_eq!(back.runtime_id.as_deref(), Some(container_before.id.as_str()));
     wait_for("fenced container removed", Duration::from_secs(10), || async {
         runtime.container_of(&drop_me.id.to_string()).is_none().then_some(())
