@@ -163,7 +163,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 /// Creates the admin API key on first start: stored hashed, written to `DATA_DIR/admin.key`
-/// (0600) and printed once on the terminal (never through the log).
+/// (0600) and printed once when stderr is a terminal. When stderr is redirected (a log file)
+/// only the path is printed, so the key never lands in a log.
 async fn bootstrap_admin_key(app: &App) -> anyhow::Result<()> {
     if app.store.api_key_count_admin().await? > 0 {
         return Ok(());
@@ -182,9 +183,13 @@ async fn bootstrap_admin_key(app: &App) -> anyhow::Result<()> {
     let path = app.config.data_dir.join(ADMIN_KEY_FILE);
     write_private(&path, format!("{key}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!(
-        "\nAdmin API key (saved to {}, shown only this once):\n\n    {key}\n",
-        path.display()
-    );
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "\nAdmin API key (saved to {}, shown only this once):\n\n    {key}\n",
+            path.display()
+        );
+    } else {
+        tracing::info!(path = %path.display(), "created the admin API key (not logged; read it from the file)");
+    }
     Ok(())
 }

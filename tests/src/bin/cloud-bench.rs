@@ -1,0 +1,160 @@
+//! `cloud-bench`: measures the platform against a baseline on the same machine, in the same
+//! run (these machines are noisy, so absolute numbers alone mean little).
+//!
+//! * `launch`: time from `POST /v1/instances` to status `running` (polled every 5 ms), and,
+//!   interleaved, time for a plain `docker run -d` of the same image to return. Medians of N.
+//! * `rss`: resident memory of the running `cloud-agent` and `cloud-scheduler` processes.
+
+use clap::{Parser, Subcommand};
+use cloud_api::{Client, CreateInstanceRequest, InstanceKind, InstanceStatus, RestartPolicy};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "cloud-bench", about = "Benchmarks of The Cloud against plain Docker on this machine")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// POST /v1/instances → running, vs `docker run -d`, interleaved, N times each.
+    Launch {
+        #[arg(long, env = "CLOUD_API_URL", default_value = "http://127.0.0.1:8080")]
+        api_url: String,
+        #[arg(long, env = "CLOUD_API_KEY")]
+        api_key: String,
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        #[arg(long, default_value = "local/busybox:latest")]
+        image: String,
+        /// The docker CLI used for the baseline.
+        #[arg(long, default_value = "/usr/bin/docker")]
+        docker: String,
+    },
+    /// Resident set size of the cloud-agent and cloud-scheduler processes.
+    Rss,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Launch { api_url, api_key, count, image, docker } => launch(&api_url, &api_key, count, &image, &docker).await,
+        Cmd::Rss => rss(),
+    }
+}
+
+async fn launch(url: &str, key: &str, count: usize, image: &str, docker: &str) -> anyhow::Result<()> {
+    let client = Client::new(url, Some(key.to_string()))?;
+    let mut ours = Vec::with_capacity(count);
+    let mut base = Vec::with_capacity(count);
+    // One warm-up of each, not counted.
+    once_api(&client, image, "bench-warmup").await?;
+    once_docker(docker, image)?;
+    for i in 0..count {
+        ours.push(once_api(&client, image, &format!("bench-{i}")).await?);
+        base.push(once_docker(docker, image)?);
+        eprintln!("run {:>2}/{count}: api {:>7.1} ms   docker run {:>7.1} ms", i + 1, ms(ours[i]), ms(base[i]));
+    }
+    println!("POST /v1/instances -> running : {}", summary(&mut ours));
+    println!("docker run -d (baseline)      : {}", summary(&mut base));
+    println!("ratio of medians (api/docker) : {:.2}", ms(median(&ours)) / ms(median(&base)));
+    Ok(())
+}
+
+async fn once_api(client: &Client, image: &str, name: &str) -> anyhow::Result<Duration> {
+    let req = CreateInstanceRequest {
+        name: Some(name.to_string()),
+        kind: InstanceKind::Container,
+        image: image.to_string(),
+        command: vec!["sleep".into(), "3600".into()],
+        env: Default::default(),
+        cpu_millis: 100,
+        memory_mb: 32,
+        restart_policy: RestartPolicy::Never,
+    };
+    let started = Instant::now();
+    let created = client.instance_create(&req).await?;
+    let id = created.id.to_string();
+    let elapsed = loop {
+        let inst = client.instance_get(&id).await?;
+        match inst.status {
+            InstanceStatus::Running => break started.elapsed(),
+            InstanceStatus::Failed | InstanceStatus::Stopped => {
+                anyhow::bail!("{name} ended {}: {:?}", inst.status, inst.status_reason)
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("{name} did not start within 60 s");
+        }
+    };
+    client.instance_delete(&id).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client.instance_get(&id).await.is_ok() {
+        if Instant::now() > deadline {
+            anyhow::bail!("{name} was not deleted within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(elapsed)
+}
+
+fn once_docker(docker: &str, image: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let out = Command::new(docker)
+        .args(["run", "-d", "--memory", "32m", "--cpus", "0.1", image, "sleep", "3600"])
+        .output()?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Command::new(docker).args(["rm", "-f", &id]).output()?;
+    Ok(elapsed)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    s[s.len() / 2]
+}
+
+fn summary(v: &mut [Duration]) -> String {
+    v.sort();
+    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "median {:.1} ms  p90 {:.1} ms  min {:.1} ms  max {:.1} ms  (n={})",
+        ms(median(v)),
+        ms(p(0.9)),
+        ms(v[0]),
+        ms(v[v.len() - 1]),
+        v.len()
+    )
+}
+
+fn rss() -> anyhow::Result<()> {
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+        let comm = comm.trim();
+        if comm != "cloud-agent" && comm != "cloud-scheduler" {
+            continue;
+        }
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        println!("{comm:<16} pid {:>7}  RSS {:.1} MiB", entry.file_name().to_string_lossy(), rss_kb as f64 / 1024.0);
+        found = true;
+    }
+    anyhow::ensure!(found, "no cloud-agent or cloud-scheduler process is running");
+    Ok(())
+}
