@@ -194,8 +194,21 @@ pub struct Instance {
     pub runtime_id: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
+    /// Latest resource usage reported by the node (absent until the first sample).
+    #[serde(default)]
+    pub usage: Option<InstanceUsage>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Resource usage of a running instance, sampled by its node's agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceUsage {
+    /// Percent of one core (100 = one full core).
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub sampled_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use ids::{InstanceId, NodeId, ProjectId};
 pub use instance::{
-    CreateInstanceRequest, Instance, InstanceKind, InstanceStatus, RestartPolicy, RunState,
+    CreateInstanceRequest, Instance, InstanceKind, InstanceStatus, InstanceUsage, RestartPolicy,
+    RunState,
 };
 pub use node::{HostUsage, Node, NodeStatus, Resources};
 

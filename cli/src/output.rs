@@ -256,9 +256,26 @@ pub fn instance_detail(i: &Instance, now: DateTime<Utc>) -> String {
             "Exit code",
             i.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
         ),
+        ("Usage", instance_usage(i)),
         ("Created", timestamp(Some(i.created_at), now)),
         ("Updated", timestamp(Some(i.updated_at), now)),
     ])
+}
+
+/// `12.5% CPU, 3.2/64.0 MiB` from the latest sample, or `-`.
+fn instance_usage(i: &Instance) -> String {
+    match &i.usage {
+        Some(u) => {
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            format!(
+                "{:.1}% CPU, {:.1}/{:.1} MiB memory",
+                u.cpu_percent,
+                mib(u.memory_used_bytes),
+                mib(u.memory_limit_bytes)
+            )
+        }
+        None => "-".into(),
+    }
 }
 
 // ---------------------------------------------------------------------------- nodes

@@ -33,6 +33,7 @@ pub fn instance(name: &str, status: InstanceStatus, age_s: i64) -> Instance {
         runtime_id: Some("abc123".into()),
         started_at: Some(now() - Duration::seconds(age_s)),
         exit_code: None,
+        usage: None,
         created_at: now() - Duration::seconds(age_s),
         updated_at: now() - Duration::seconds(1),
     }

@@ -6,7 +6,7 @@
 //! a large fleet does not turn every heartbeat into a database write.
 
 use chrono::{DateTime, Utc};
-use cloud_api::{HostUsage, InstanceId, NodeId};
+use cloud_api::{HostUsage, InstanceId, InstanceUsage, NodeId};
 use cloud_proto::v1 as pb;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +51,7 @@ struct NodeLive {
     last_seen_at: Option<DateTime<Utc>>,
     flushed_at: Option<DateTime<Utc>>,
     usage: Option<HostUsage>,
+    instance_usage: HashMap<InstanceId, InstanceUsage>,
 }
 
 struct StreamWaiter {
@@ -201,6 +202,17 @@ impl Sessions {
 
     pub fn usage(&self, node: NodeId) -> Option<HostUsage> {
         lock(&self.nodes).get(&node).and_then(|l| l.usage.clone())
+    }
+
+    /// Replaces the per-instance usage of a node with its latest sample.
+    pub fn set_instance_usage(&self, node: NodeId, usage: HashMap<InstanceId, InstanceUsage>) {
+        lock(&self.nodes).entry(node).or_default().instance_usage = usage;
+    }
+
+    pub fn instance_usage(&self, node: NodeId, instance: InstanceId) -> Option<InstanceUsage> {
+        lock(&self.nodes)
+            .get(&node)
+            .and_then(|l| l.instance_usage.get(&instance).cloned())
     }
 
     /// Asks the node's agent to stream an instance's logs. Chunks arrive on the receiver;

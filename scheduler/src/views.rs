@@ -11,8 +11,13 @@ fn corrupt(what: &str, v: &str) -> Error {
     Error::internal(anyhow::anyhow!("stored {what} {v:?} is not valid"))
 }
 
-pub fn instance(r: InstanceRecord) -> Result<Instance> {
+pub fn instance(r: InstanceRecord, sessions: &Sessions) -> Result<Instance> {
+    let usage = r
+        .node_id
+        .and_then(|n| sessions.instance_usage(n.into(), r.id.into()))
+        .filter(|_| r.status == "running");
     Ok(Instance {
+        usage,
         id: r.id.into(),
         kind: InstanceKind::parse(&r.kind).ok_or_else(|| corrupt("kind", &r.kind))?,
         restart_policy: RestartPolicy::parse(&r.restart_policy)

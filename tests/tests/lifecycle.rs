@@ -25,6 +25,20 @@ async fn launch_stop_start_delete() {
     let n = client.node_get("node-1").await.unwrap();
     assert_eq!((n.allocated.cpu_millis, n.allocated.memory_mb), (250, 64));
 
+    // Telemetry: host usage on the node, per-instance usage on the instance.
+    node.runtime.set_stats(
+        &created.id.to_string(),
+        cloud_agent::runtime::ContainerStats { cpu_percent: 12.5, memory_used_bytes: 3 << 20, memory_limit_bytes: 64 << 20 },
+    );
+    let usage = wait_for("instance usage", Duration::from_secs(10), || {
+        let client = client.clone();
+        async move { client.instance_get("web").await.ok()?.usage }
+    })
+    .await;
+    assert_eq!((usage.cpu_percent, usage.memory_used_bytes, usage.memory_limit_bytes), (12.5, 3 << 20, 64 << 20));
+    let host = client.node_get("node-1").await.unwrap().usage.expect("host usage reported");
+    assert!(host.memory_total_mb > 0, "{host:?}");
+
     let stopping = client.instance_stop("web").await.unwrap();
     assert_eq!(stopping.desired_state, RunState::Stopped);
     c.wait_instance("web", InstanceStatus::Stopped).await;

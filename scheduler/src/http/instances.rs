@@ -22,7 +22,7 @@ pub async fn list(
 ) -> ApiResult<Json<Page<Instance>>> {
     let (after, limit) = page::parse::<InstanceId>(&q)?;
     let records = app.instance_list(&caller, after, limit).await?;
-    let items = records.into_iter().map(views::instance).collect::<Result<Vec<_>, _>>()?;
+    let items = records.into_iter().map(|r| views::instance(r, &app.sessions)).collect::<Result<Vec<_>, _>>()?;
     let next_cursor = page::next_cursor(&items, limit, |i| i.id.to_string());
     Ok(Json(Page { items, next_cursor }))
 }
@@ -32,7 +32,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateInstanceRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_create(&caller, req).await?)?;
+    let inst = views::instance(app.instance_create(&caller, req).await?, &app.sessions)?;
     let location = format!("/v1/instances/{}", inst.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(inst)))
 }
@@ -42,7 +42,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Instance>> {
-    Ok(Json(views::instance(app.instance_lookup(&caller, &id).await?)?))
+    Ok(Json(views::instance(app.instance_lookup(&caller, &id).await?, &app.sessions)?))
 }
 
 pub async fn delete(
@@ -50,7 +50,7 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_delete(&caller, &id).await?)?;
+    let inst = views::instance(app.instance_delete(&caller, &id).await?, &app.sessions)?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 
@@ -59,7 +59,7 @@ pub async fn stop(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_stop(&caller, &id).await?)?;
+    let inst = views::instance(app.instance_stop(&caller, &id).await?, &app.sessions)?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 
@@ -68,7 +68,7 @@ pub async fn start(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_start(&caller, &id).await?)?;
+    let inst = views::instance(app.instance_start(&caller, &id).await?, &app.sessions)?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 

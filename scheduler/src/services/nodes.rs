@@ -7,7 +7,7 @@ use crate::files::write_private;
 use crate::secrets;
 use crate::store::{InstanceUpdate, NewJoinToken, NodeFacts, NodeWithAllocation, StoreError};
 use chrono::{DateTime, TimeZone, Utc};
-use cloud_api::{HostUsage, InstanceId, NodeId};
+use cloud_api::{HostUsage, InstanceId, InstanceUsage, NodeId};
 use cloud_proto::v1 as pb;
 use std::collections::HashMap;
 
@@ -192,7 +192,24 @@ impl App {
     }
 
     pub fn node_telemetry(&self, node: NodeId, t: &pb::Telemetry) {
-        self.sessions.touch(node);
+        let sampled_at = ms_to_time(t.sampled_at_unix_ms).unwrap_or_else(Utc::now);
+        let per_instance = t
+            .instances
+            .iter()
+            .filter_map(|u| {
+                let id = u.instance_id.parse::<InstanceId>().ok()?;
+                Some((
+                    id,
+                    InstanceUsage {
+                        cpu_percent: u.cpu_percent,
+                        memory_used_bytes: u.memory_used_bytes,
+                        memory_limit_bytes: u.memory_limit_bytes,
+                        sampled_at,
+                    },
+                ))
+            })
+            .collect();
+        self.sessions.set_instance_usage(node, per_instance);
         if let Some(h) = &t.host {
             self.sessions.set_usage(
                 node,
@@ -205,7 +222,7 @@ impl App {
                     load1: h.load1,
                     load5: h.load5,
                     load15: h.load15,
-                    sampled_at: ms_to_time(t.sampled_at_unix_ms).unwrap_or_else(Utc::now),
+                    sampled_at,
                 },
             );
         }
