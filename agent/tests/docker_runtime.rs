@@ -188,8 +188,10 @@ async fn docker_runtime_through_the_reconciler() {
     let bc = obs(&o, &badcmd);
     eprintln!("bad command reason: {}", bc.reason);
     assert_eq!(bc.state, InstanceState::Failed);
+    // Containers run under a tiny init, so a missing executable is an exit with code 127
+    // whose last output line (from the init) says which command could not be run.
     assert!(
-        bc.reason.contains("executable file not found"),
+        bc.reason.starts_with("exited with code 127") && bc.reason.contains("nosuchcmd"),
         "{}",
         bc.reason
     );

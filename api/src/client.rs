@@ -62,7 +62,9 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("Client").field("base", &self.base.as_str()).finish()
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish()
     }
 }
 
@@ -148,7 +150,8 @@ impl Client {
     }
 
     async fn get_json<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
-        self.json(self.request(Method::GET, self.url(segments))).await
+        self.json(self.request(Method::GET, self.url(segments)))
+            .await
     }
 
     async fn post_json<B: Serialize, T: DeserializeOwned>(
@@ -160,7 +163,10 @@ impl Client {
             .await
     }
 
-    async fn list_all<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Vec<T>, ClientError> {
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<Vec<T>, ClientError> {
         let mut out = Vec::new();
         let mut query = PageQuery::default();
         loop {
@@ -189,7 +195,10 @@ impl Client {
         self.list_all(&["v1", "instances"]).await
     }
 
-    pub async fn instance_list_page(&self, query: &PageQuery) -> Result<Page<Instance>, ClientError> {
+    pub async fn instance_list_page(
+        &self,
+        query: &PageQuery,
+    ) -> Result<Page<Instance>, ClientError> {
         self.json(
             self.request(Method::GET, self.url(&["v1", "instances"]))
                 .query(query),
@@ -203,21 +212,24 @@ impl Client {
     }
 
     pub async fn instance_delete(&self, id_or_name: &str) -> Result<Instance, ClientError> {
-        self.json(self.request(
-            Method::DELETE,
-            self.url(&["v1", "instances", id_or_name]),
-        ))
-        .await
+        self.json(self.request(Method::DELETE, self.url(&["v1", "instances", id_or_name])))
+            .await
     }
 
     pub async fn instance_stop(&self, id_or_name: &str) -> Result<Instance, ClientError> {
-        self.post_json(&["v1", "instances", id_or_name, "stop"], &serde_json::json!({}))
-            .await
+        self.post_json(
+            &["v1", "instances", id_or_name, "stop"],
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn instance_start(&self, id_or_name: &str) -> Result<Instance, ClientError> {
-        self.post_json(&["v1", "instances", id_or_name, "start"], &serde_json::json!({}))
-            .await
+        self.post_json(
+            &["v1", "instances", id_or_name, "start"],
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// The last `tail` lines of the instance's output (all when `None`).

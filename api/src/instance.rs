@@ -241,6 +241,9 @@ mod tests {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
             assert_eq!(InstanceStatus::parse(s.as_str()), Some(s));
         }
-        assert_eq!(RestartPolicy::parse("on-failure"), Some(RestartPolicy::OnFailure));
+        assert_eq!(
+            RestartPolicy::parse("on-failure"),
+            Some(RestartPolicy::OnFailure)
+        );
     }
 }

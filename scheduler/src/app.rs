@@ -38,7 +38,10 @@ impl App {
     /// A fresh seed for one placement decision: ties between equal nodes are broken
     /// differently by concurrent requests, while each plan stays deterministic for its seed.
     pub fn next_placement_seed(&self) -> u64 {
-        self.placement_seed
-            .wrapping_add(self.placement_seq.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        self.placement_seed.wrapping_add(
+            self.placement_seq
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        )
     }
 }

@@ -17,7 +17,10 @@ pub enum ConfigError {
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid setting {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// The file format. Every key is optional.
@@ -90,11 +93,16 @@ impl Config {
     }
 
     /// Applies a config file over the defaults. `data_dir` must come from somewhere.
-    pub fn from_file(file: ConfigFile, data_dir_flag: Option<PathBuf>) -> Result<Self, ConfigError> {
-        let data_dir = data_dir_flag.or(file.data_dir).ok_or(ConfigError::Invalid {
-            field: "data_dir",
-            message: "required (flag --data-dir or `data_dir` in the config file)".into(),
-        })?;
+    pub fn from_file(
+        file: ConfigFile,
+        data_dir_flag: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        let data_dir = data_dir_flag
+            .or(file.data_dir)
+            .ok_or(ConfigError::Invalid {
+                field: "data_dir",
+                message: "required (flag --data-dir or `data_dir` in the config file)".into(),
+            })?;
         let mut c = Self::with_data_dir(data_dir);
         c.database_url = file.database_url;
         if let Some(a) = file.http_listen {
@@ -232,7 +240,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("x", "10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("x", "250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("x", "10").is_err());
         assert!(parse_duration("x", "s").is_err());

@@ -16,6 +16,9 @@ pub enum Error {
     /// Well-formed input with invalid values (HTTP 422). The message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// A request body over the size limit (HTTP 413).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -39,7 +42,9 @@ impl Error {
         match self {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
-            Error::Malformed(_) | Error::Invalid(_) => ErrorCode::InvalidRequest,
+            Error::Malformed(_) | Error::Invalid(_) | Error::TooLarge(_) => {
+                ErrorCode::InvalidRequest
+            }
             Error::Conflict(_) => ErrorCode::Conflict,
             Error::InsufficientCapacity(_) => ErrorCode::InsufficientCapacity,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,

@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "cloud-scheduler", version, about = "The Cloud's scheduler: REST API, agent gRPC service, placement and state")]
+#[command(
+    name = "cloud-scheduler",
+    version,
+    about = "The Cloud's scheduler: REST API, agent gRPC service, placement and state"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,13 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve { data_dir, database_url, http, grpc, config } = cli.command;
+    let Command::Serve {
+        data_dir,
+        database_url,
+        http,
+        grpc,
+        config,
+    } = cli.command;
     let file = match &config {
         Some(path) => ConfigFile::load(path)?,
         None => ConfigFile::default(),
@@ -103,7 +113,9 @@ async fn shutdown_signal() {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

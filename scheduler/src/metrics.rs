@@ -32,18 +32,27 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("thecloud".into()), None)
-            .unwrap_or_else(|_| Registry::new());
+        let registry =
+            Registry::new_custom(Some("thecloud".into()), None).unwrap_or_else(|_| Registry::new());
         let http_requests = must(IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by method, route and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by method, route and status",
+            ),
             &["method", "route", "status"],
         ));
         let http_duration = must(HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
             &["method", "route"],
         ));
-        let nodes = must(IntGaugeVec::new(Opts::new("nodes", "Nodes by status"), &["status"]));
+        let nodes = must(IntGaugeVec::new(
+            Opts::new("nodes", "Nodes by status"),
+            &["status"],
+        ));
         let instances = must(IntGaugeVec::new(
             Opts::new("instances", "Instances by status"),
             &["status"],
@@ -106,10 +115,15 @@ mod tests {
     #[test]
     fn renders_registered_metrics() {
         let m = Metrics::new();
-        m.http_requests.with_label_values(&["GET", "/v1/instances", "200"]).inc();
+        m.http_requests
+            .with_label_values(&["GET", "/v1/instances", "200"])
+            .inc();
         m.nodes.with_label_values(&["ready"]).set(3);
         let text = m.render();
         assert!(text.contains("thecloud_http_requests_total{method=\"GET\",route=\"/v1/instances\",status=\"200\"} 1"), "{text}");
-        assert!(text.contains("thecloud_nodes{status=\"ready\"} 3"), "{text}");
+        assert!(
+            text.contains("thecloud_nodes{status=\"ready\"} 3"),
+            "{text}"
+        );
     }
 }

@@ -6,8 +6,7 @@ use crate::files::{write_private, write_public};
 use cloud_api::NodeId;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -90,7 +89,8 @@ impl Pki {
             params.not_before = now - Duration::minutes(5);
             params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
             let cert = params.self_signed(&key)?;
-            write_private(&ca_key_path, key.serialize_pem().as_bytes()).map_err(io(&ca_key_path))?;
+            write_private(&ca_key_path, key.serialize_pem().as_bytes())
+                .map_err(io(&ca_key_path))?;
             write_public(&ca_cert_path, cert.pem().as_bytes()).map_err(io(&ca_cert_path))?;
             (cert.pem(), Issuer::new(params, key))
         };
@@ -199,19 +199,29 @@ mod tests {
         let again = Pki::load_or_create(dir.path(), &[]).unwrap();
         assert_eq!(pki.ca_pem(), again.ca_pem(), "the CA survives restarts");
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions(),
+            &std::fs::metadata(dir.path().join("ca.key"))
+                .unwrap()
+                .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
 
         let key = KeyPair::generate().unwrap();
         let mut req = CertificateParams::new(Vec::<String>::new()).unwrap();
-        req.distinguished_name.push(DnType::CommonName, "evil-wants-another-id");
+        req.distinguished_name
+            .push(DnType::CommonName, "evil-wants-another-id");
         let csr = req.serialize_request(&key).unwrap().pem().unwrap();
         let node = NodeId::new();
         let (pem, serial) = again.sign_node_csr(&csr, node).unwrap();
         assert!(!serial.is_empty());
-        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1.contents;
-        assert_eq!(node_id_from_cert(&der), Some(node), "the scheduler picks the subject");
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        assert_eq!(
+            node_id_from_cert(&der),
+            Some(node),
+            "the scheduler picks the subject"
+        );
     }
 
     #[test]

@@ -49,11 +49,16 @@ impl Running {
     }
 
     pub fn join_token_file(&self) -> PathBuf {
-        self.data_dir().join(crate::services::nodes::JOIN_TOKEN_FILE)
+        self.data_dir()
+            .join(crate::services::nodes::JOIN_TOKEN_FILE)
     }
 
     pub fn admin_key(&self) -> std::io::Result<String> {
-        Ok(std::fs::read_to_string(self.data_dir().join(ADMIN_KEY_FILE))?.trim().to_string())
+        Ok(
+            std::fs::read_to_string(self.data_dir().join(ADMIN_KEY_FILE))?
+                .trim()
+                .to_string(),
+        )
     }
 
     /// Stops listeners and tasks, then closes the store. Agent sessions are closed first
@@ -86,7 +91,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict permissions of {}", config.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot restrict permissions of {}",
+                config.data_dir.display()
+            )
+        })?;
 
     let url = config.database_url();
     let store = Store::connect(&url)
@@ -127,7 +137,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(http, router).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(http, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "REST listener failed");
         }
     });
@@ -145,7 +158,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = rx.wait_for(|s| *s).await;
         };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
-        if let Err(e) = server.serve_with_incoming_shutdown(incoming, shutdown).await {
+        if let Err(e) = server
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
             tracing::error!(error = %e, "agent gRPC listener failed");
         }
     });

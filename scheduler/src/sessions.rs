@@ -16,8 +16,11 @@ use tokio::sync::{Notify, mpsc};
 
 /// Outbound queue depth per agent session.
 const SESSION_QUEUE: usize = 256;
-/// Queue depth per relayed stream; a consumer slower than this is dropped.
+/// Queue depth per relayed follow stream; a consumer slower than this is dropped.
 const STREAM_QUEUE: usize = 64;
+/// Queue depth of a one-shot log read: room for the whole answer (16 MiB in 64 KiB chunks),
+/// so a reader that is briefly descheduled does not lose it.
+const ONESHOT_QUEUE: usize = 260;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SessionError {
@@ -52,6 +55,10 @@ struct NodeLive {
     flushed_at: Option<DateTime<Utc>>,
     usage: Option<HostUsage>,
     instance_usage: HashMap<InstanceId, InstanceUsage>,
+    /// Set once the store has the node `down`; cleared once it is `ready` again. While set,
+    /// every message from the node asks for a revive, so a heartbeat that raced the
+    /// mark-down cannot leave a live node `down`.
+    marked_down: bool,
 }
 
 struct StreamWaiter {
@@ -82,7 +89,14 @@ impl Sessions {
     }
 
     /// Registers a new session for `node`, replacing (and kicking) any older one.
-    pub fn attach(&self, node: NodeId) -> (SessionTicket, mpsc::Receiver<pb::SchedulerMessage>, mpsc::Sender<pb::SchedulerMessage>) {
+    pub fn attach(
+        &self,
+        node: NodeId,
+    ) -> (
+        SessionTicket,
+        mpsc::Receiver<pb::SchedulerMessage>,
+        mpsc::Sender<pb::SchedulerMessage>,
+    ) {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let ticket = SessionTicket {
             id: self.next(),
@@ -125,6 +139,14 @@ impl Sessions {
         }
     }
 
+    /// Whether `session` is still the node's current session.
+    pub fn is_current(&self, node: NodeId, session: u64) -> bool {
+        lock(&self.nodes)
+            .get(&node)
+            .and_then(|l| l.slot.as_ref())
+            .is_some_and(|s| s.id == session)
+    }
+
     pub fn is_connected(&self, node: NodeId) -> bool {
         lock(&self.nodes)
             .get(&node)
@@ -138,15 +160,19 @@ impl Sessions {
         }
     }
 
-    /// Records a sign of life (heartbeat or any message). Returns true when the node had been
-    /// reported overdue (and so may have been declared down meanwhile).
+    /// Records a sign of life (heartbeat or any message). Returns true when the store has the
+    /// node `down` and it should be revived.
     pub fn touch(&self, node: NodeId) -> bool {
         let mut nodes = lock(&self.nodes);
         let live = nodes.entry(node).or_default();
-        let was_overdue = live.last_seen.is_none();
         live.last_seen = Some(Instant::now());
         live.last_seen_at = Some(Utc::now());
-        was_overdue
+        live.marked_down
+    }
+
+    /// The store now has the node `down` (or `ready` again when `down` is false).
+    pub fn set_marked_down(&self, node: NodeId, down: bool) {
+        lock(&self.nodes).entry(node).or_default().marked_down = down;
     }
 
     /// Starts the down-detection clock for nodes the store says are up, e.g. after a
@@ -229,16 +255,18 @@ impl Sessions {
             .and_then(|l| l.slot.as_ref().map(|s| s.tx.clone()))
             .ok_or(SessionError::NotConnected(node))?;
         let request_id = self.next();
-        let (ctx, crx) = mpsc::channel(STREAM_QUEUE);
+        let (ctx, crx) = mpsc::channel(if follow { STREAM_QUEUE } else { ONESHOT_QUEUE });
         lock(&self.streams).insert(request_id, StreamWaiter { node, tx: ctx });
         let msg = pb::SchedulerMessage {
-            msg: Some(pb::scheduler_message::Msg::StreamRequest(pb::StreamRequest {
-                request_id,
-                instance_id: instance.to_string(),
-                kind: pb::StreamKind::Logs as i32,
-                tail,
-                follow,
-            })),
+            msg: Some(pb::scheduler_message::Msg::StreamRequest(
+                pb::StreamRequest {
+                    request_id,
+                    instance_id: instance.to_string(),
+                    kind: pb::StreamKind::Logs as i32,
+                    tail,
+                    follow,
+                },
+            )),
         };
         if tx.try_send(msg).is_err() {
             lock(&self.streams).remove(&request_id);
@@ -283,9 +311,29 @@ impl Sessions {
         }
     }
 
+    /// A guard that closes the stream when dropped (e.g. when the HTTP client goes away).
+    pub fn stream_guard(&self, request_id: u64) -> StreamGuard<'_> {
+        StreamGuard {
+            sessions: self,
+            request_id,
+        }
+    }
+
     /// Number of relayed streams open (for tests and metrics).
     pub fn open_streams(&self) -> usize {
         lock(&self.streams).len()
+    }
+}
+
+/// Closes a relayed stream when dropped.
+pub struct StreamGuard<'a> {
+    sessions: &'a Sessions,
+    request_id: u64,
+}
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        self.sessions.close_stream(self.request_id);
     }
 }
 
@@ -315,7 +363,15 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(s.take_overdue(Duration::from_millis(10)), vec![node]);
         assert!(s.take_overdue(Duration::from_millis(10)).is_empty());
-        s.touch(node);
+        assert!(!s.touch(node), "not marked down yet: no revive needed");
+        s.set_marked_down(node, true);
+        assert!(
+            s.touch(node),
+            "marked down: every message asks for a revive"
+        );
+        assert!(s.touch(node), "until the revive succeeded");
+        s.set_marked_down(node, false);
+        assert!(!s.touch(node));
         assert!(s.take_overdue(Duration::from_secs(60)).is_empty());
     }
 
@@ -326,13 +382,23 @@ mod tests {
         let other = NodeId::new();
         let (_t, mut agent_rx, _tx) = s.attach(node);
         assert_eq!(
-            s.open_log_stream(other, InstanceId::new(), 10, false).unwrap_err(),
+            s.open_log_stream(other, InstanceId::new(), 10, false)
+                .unwrap_err(),
             SessionError::NotConnected(other)
         );
-        let (rid, mut rx) = s.open_log_stream(node, InstanceId::new(), 10, false).unwrap();
+        let (rid, mut rx) = s
+            .open_log_stream(node, InstanceId::new(), 10, false)
+            .unwrap();
         let req = agent_rx.recv().await.unwrap();
-        assert!(matches!(req.msg, Some(pb::scheduler_message::Msg::StreamRequest(ref r)) if r.request_id == rid));
-        let chunk = |eof| pb::LogChunk { request_id: rid, data: b"hi\n".to_vec(), eof, error: String::new() };
+        assert!(
+            matches!(req.msg, Some(pb::scheduler_message::Msg::StreamRequest(ref r)) if r.request_id == rid)
+        );
+        let chunk = |eof| pb::LogChunk {
+            request_id: rid,
+            data: b"hi\n".to_vec(),
+            eof,
+            error: String::new(),
+        };
         s.deliver_chunk(other, chunk(false));
         s.deliver_chunk(node, chunk(true));
         let got = rx.recv().await.unwrap();
@@ -346,9 +412,22 @@ mod tests {
         let node = NodeId::new();
         let (_t, _agent_rx, _tx) = s.attach(node);
         let (rid, _rx) = s.open_log_stream(node, InstanceId::new(), 0, true).unwrap();
-        for _ in 0..(STREAM_QUEUE + 1) {
-            s.deliver_chunk(node, pb::LogChunk { request_id: rid, data: vec![0; 10], eof: false, error: String::new() });
+        for _ in 0..=STREAM_QUEUE {
+            s.deliver_chunk(
+                node,
+                pb::LogChunk {
+                    request_id: rid,
+                    data: vec![0; 10],
+                    eof: false,
+                    error: String::new(),
+                },
+            );
         }
         assert_eq!(s.open_streams(), 0);
+        let (rid, _rx) = s
+            .open_log_stream(node, InstanceId::new(), 0, false)
+            .unwrap();
+        drop(s.stream_guard(rid));
+        assert_eq!(s.open_streams(), 0, "the guard closes abandoned streams");
     }
 }

@@ -12,7 +12,8 @@ const HEARTBEAT_FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// Declares nodes `down` when they miss heartbeats for `node_down_after`, and persists
 /// heartbeat times in batches.
 pub async fn liveness(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let tick = (app.config.node_down_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let tick =
+        (app.config.node_down_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,7 +39,10 @@ pub async fn refresh_state_gauges(app: &App) {
     match app.store.node_count_by_status().await {
         Ok(counts) => {
             for s in cloud_api::NodeStatus::ALL {
-                let n = counts.iter().find(|c| c.status == s.as_str()).map_or(0, |c| c.count);
+                let n = counts
+                    .iter()
+                    .find(|c| c.status == s.as_str())
+                    .map_or(0, |c| c.count);
                 app.metrics.nodes.with_label_values(&[s.as_str()]).set(n);
             }
         }
@@ -47,8 +51,14 @@ pub async fn refresh_state_gauges(app: &App) {
     match app.store.instance_count_by_status().await {
         Ok(counts) => {
             for s in cloud_api::InstanceStatus::ALL {
-                let n = counts.iter().find(|c| c.status == s.as_str()).map_or(0, |c| c.count);
-                app.metrics.instances.with_label_values(&[s.as_str()]).set(n);
+                let n = counts
+                    .iter()
+                    .find(|c| c.status == s.as_str())
+                    .map_or(0, |c| c.count);
+                app.metrics
+                    .instances
+                    .with_label_values(&[s.as_str()])
+                    .set(n);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot count instances"),

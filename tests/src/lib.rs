@@ -16,9 +16,13 @@ pub use cloud_scheduler;
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn,hyper=warn")
+        });
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
@@ -53,12 +57,20 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = fast_config(&dir.path().join("scheduler"));
         tune(&mut config);
-        let running = cloud_scheduler::start(config.clone()).await.expect("scheduler starts");
+        let running = cloud_scheduler::start(config.clone())
+            .await
+            .expect("scheduler starts");
         let (http, grpc) = (running.http_addr, running.grpc_addr);
         // Restarts reuse the same ports so agents find the scheduler again.
         config.http_listen = http;
         config.grpc_listen = grpc;
-        Self { scheduler: Some(running), dir, config, http, grpc }
+        Self {
+            scheduler: Some(running),
+            dir,
+            config,
+            http,
+            grpc,
+        }
     }
 
     pub fn running(&self) -> &Running {
@@ -164,7 +176,9 @@ pub async fn docker_available() -> bool {
         if std::env::var("THECLOUD_REQUIRE_DOCKER").as_deref() == Ok("1") {
             panic!("THECLOUD_REQUIRE_DOCKER=1 but Docker is not answering on /var/run/docker.sock");
         }
-        eprintln!("skipping: Docker is not answering on /var/run/docker.sock (./scripts/test.sh starts dockerd)");
+        eprintln!(
+            "skipping: Docker is not answering on /var/run/docker.sock (./scripts/test.sh starts dockerd)"
+        );
     }
     ok
 }
@@ -179,7 +193,9 @@ impl Cluster {
     /// Starts an agent named `name` over a fake runtime that knows `local/busybox:latest`,
     /// and waits until the scheduler lists its node as ready.
     pub async fn fake_node(&self, name: &str) -> FakeNode {
-        let runtime = std::sync::Arc::new(cloud_agent::FakeRuntime::with_images(["local/busybox:latest"]));
+        let runtime = std::sync::Arc::new(cloud_agent::FakeRuntime::with_images([
+            "local/busybox:latest",
+        ]));
         let agent = self.start_agent(name, runtime.clone()).await;
         FakeNode { agent, runtime }
     }
@@ -194,48 +210,66 @@ impl Cluster {
         cfg.capacity_override.cpu_millis = Some(4000);
         cfg.capacity_override.memory_mb = Some(8192);
         cfg.capacity_override.disk_gb = Some(100);
-        let agent = cloud_agent::start(cfg, runtime).await.expect("agent starts");
+        let agent = cloud_agent::start(cfg, runtime)
+            .await
+            .expect("agent starts");
         self.wait_node_ready(name).await;
         agent
     }
 
     pub async fn wait_node_ready(&self, name: &str) {
         let client = self.client();
-        wait_for(&format!("node {name} ready"), Duration::from_secs(20), || {
-            let client = client.clone();
-            async move {
-                let n = client.node_get(name).await.ok()?;
-                (n.status == cloud_api::NodeStatus::Ready && n.connected).then_some(())
-            }
-        })
+        wait_for(
+            &format!("node {name} ready"),
+            Duration::from_secs(20),
+            || {
+                let client = client.clone();
+                async move {
+                    let n = client.node_get(name).await.ok()?;
+                    (n.status == cloud_api::NodeStatus::Ready && n.connected).then_some(())
+                }
+            },
+        )
         .await;
     }
 
     /// Waits until the instance reaches `status`, returning it.
-    pub async fn wait_instance(&self, id_or_name: &str, status: cloud_api::InstanceStatus) -> cloud_api::Instance {
+    pub async fn wait_instance(
+        &self,
+        id_or_name: &str,
+        status: cloud_api::InstanceStatus,
+    ) -> cloud_api::Instance {
         let client = self.client();
-        wait_for(&format!("instance {id_or_name} {status}"), Duration::from_secs(30), || {
-            let client = client.clone();
-            async move {
-                let i = client.instance_get(id_or_name).await.ok()?;
-                (i.status == status).then_some(i)
-            }
-        })
+        wait_for(
+            &format!("instance {id_or_name} {status}"),
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                async move {
+                    let i = client.instance_get(id_or_name).await.ok()?;
+                    (i.status == status).then_some(i)
+                }
+            },
+        )
         .await
     }
 
     /// Waits until the instance is gone (404).
     pub async fn wait_instance_gone(&self, id_or_name: &str) {
         let client = self.client();
-        wait_for(&format!("instance {id_or_name} deleted"), Duration::from_secs(30), || {
-            let client = client.clone();
-            async move {
-                match client.instance_get(id_or_name).await {
-                    Err(e) if e.status() == Some(404) => Some(()),
-                    _ => None,
+        wait_for(
+            &format!("instance {id_or_name} deleted"),
+            Duration::from_secs(30),
+            || {
+                let client = client.clone();
+                async move {
+                    match client.instance_get(id_or_name).await {
+                        Err(e) if e.status() == Some(404) => Some(()),
+                        _ => None,
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 }

@@ -12,14 +12,26 @@ async fn launch_stop_start_delete() {
     let c = Cluster::start().await;
     let node = c.fake_node("node-1").await;
     let client = c.client();
-    let created = client.instance_create(&busybox("web", &["sh", "-c", "echo hi"])).await.unwrap();
+    let created = client
+        .instance_create(&busybox("web", &["sh", "-c", "echo hi"]))
+        .await
+        .unwrap();
     assert_eq!(created.status, InstanceStatus::Scheduled);
     assert_eq!(created.node_name.as_deref(), Some("node-1"));
     let running = c.wait_instance("web", InstanceStatus::Running).await;
-    let container = node.runtime.container_of(&created.id.to_string()).expect("container exists");
+    let container = node
+        .runtime
+        .container_of(&created.id.to_string())
+        .expect("container exists");
     assert_eq!(running.runtime_id.as_deref(), Some(container.id.as_str()));
-    assert_eq!(container.label("thecloud.instance-id"), Some(created.id.to_string().as_str()));
-    assert_eq!(container.label("thecloud.node-id"), Some(node.agent.node_id()));
+    assert_eq!(
+        container.label("thecloud.instance-id"),
+        Some(created.id.to_string().as_str())
+    );
+    assert_eq!(
+        container.label("thecloud.node-id"),
+        Some(node.agent.node_id())
+    );
     assert!(running.started_at.is_some());
 
     let n = client.node_get("node-1").await.unwrap();
@@ -28,35 +40,71 @@ async fn launch_stop_start_delete() {
     // Telemetry: host usage on the node, per-instance usage on the instance.
     node.runtime.set_stats(
         &created.id.to_string(),
-        cloud_agent::runtime::ContainerStats { cpu_percent: 12.5, memory_used_bytes: 3 << 20, memory_limit_bytes: 64 << 20 },
+        cloud_agent::runtime::ContainerStats {
+            cpu_percent: 12.5,
+            memory_used_bytes: 3 << 20,
+            memory_limit_bytes: 64 << 20,
+        },
     );
     let usage = wait_for("instance usage", Duration::from_secs(10), || {
         let client = client.clone();
         async move { client.instance_get("web").await.ok()?.usage }
     })
     .await;
-    assert_eq!((usage.cpu_percent, usage.memory_used_bytes, usage.memory_limit_bytes), (12.5, 3 << 20, 64 << 20));
-    let host = client.node_get("node-1").await.unwrap().usage.expect("host usage reported");
+    assert_eq!(
+        (
+            usage.cpu_percent,
+            usage.memory_used_bytes,
+            usage.memory_limit_bytes
+        ),
+        (12.5, 3 << 20, 64 << 20)
+    );
+    let host = client
+        .node_get("node-1")
+        .await
+        .unwrap()
+        .usage
+        .expect("host usage reported");
     assert!(host.memory_total_mb > 0, "{host:?}");
 
     let stopping = client.instance_stop("web").await.unwrap();
     assert_eq!(stopping.desired_state, RunState::Stopped);
     c.wait_instance("web", InstanceStatus::Stopped).await;
-    assert_ne!(node.runtime.container_of(&created.id.to_string()).unwrap().status, cloud_agent::runtime::ContainerStatus::Running);
+    assert_ne!(
+        node.runtime
+            .container_of(&created.id.to_string())
+            .unwrap()
+            .status,
+        cloud_agent::runtime::ContainerStatus::Running
+    );
     // Idempotent.
     client.instance_stop("web").await.unwrap();
 
-    client.instance_start(&created.id.to_string()).await.unwrap();
+    client
+        .instance_start(&created.id.to_string())
+        .await
+        .unwrap();
     c.wait_instance("web", InstanceStatus::Running).await;
 
     let deleting = client.instance_delete("web").await.unwrap();
     assert_eq!(deleting.status, InstanceStatus::Deleting);
     c.wait_instance_gone("web").await;
     wait_for("container removed", Duration::from_secs(10), || async {
-        node.runtime.container_of(&created.id.to_string()).is_none().then_some(())
+        node.runtime
+            .container_of(&created.id.to_string())
+            .is_none()
+            .then_some(())
     })
     .await;
-    assert_eq!(client.node_get("node-1").await.unwrap().allocated.cpu_millis, 0);
+    assert_eq!(
+        client
+            .node_get("node-1")
+            .await
+            .unwrap()
+            .allocated
+            .cpu_millis,
+        0
+    );
 }
 
 #[tokio::test]
@@ -73,7 +121,10 @@ async fn failures_surface_with_a_reason() {
     let reason = failed.status_reason.unwrap();
     assert!(reason.contains("local/does-not-exist:1"), "{reason}");
 
-    client.instance_create(&busybox("bad-cmd", &["nosuchcmd"])).await.unwrap();
+    client
+        .instance_create(&busybox("bad-cmd", &["nosuchcmd"]))
+        .await
+        .unwrap();
     let failed = c.wait_instance("bad-cmd", InstanceStatus::Failed).await;
     assert!(failed.status_reason.unwrap().contains("nosuchcmd"));
 
@@ -87,7 +138,10 @@ async fn failures_surface_with_a_reason() {
     assert!(exited.status_reason.unwrap().contains("exited with code 3"));
     // It is not restarted behind the user's back...
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(client.instance_get("once").await.unwrap().status, InstanceStatus::Failed);
+    assert_eq!(
+        client.instance_get("once").await.unwrap().status,
+        InstanceStatus::Failed
+    );
     // ...but `start` retries it.
     client.instance_start("once").await.unwrap();
     c.wait_instance("once", InstanceStatus::Running).await;
@@ -98,8 +152,14 @@ async fn a_silent_node_goes_down_and_its_agent_readopts_on_return() {
     let c = Cluster::start().await;
     let node = c.fake_node("node-1").await;
     let client = c.client();
-    let keep = client.instance_create(&busybox("keep", &["sleep", "1000"])).await.unwrap();
-    let drop_me = client.instance_create(&busybox("drop-me", &["sleep", "1000"])).await.unwrap();
+    let keep = client
+        .instance_create(&busybox("keep", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    let drop_me = client
+        .instance_create(&busybox("drop-me", &["sleep", "1000"]))
+        .await
+        .unwrap();
     c.wait_instance("keep", InstanceStatus::Running).await;
     c.wait_instance("drop-me", InstanceStatus::Running).await;
     let container_before = node.runtime.container_of(&keep.id.to_string()).unwrap();
@@ -114,7 +174,11 @@ async fn a_silent_node_goes_down_and_its_agent_readopts_on_return() {
     .await;
     let lost = c.wait_instance("keep", InstanceStatus::Lost).await;
     assert!(lost.status_reason.unwrap().contains("heartbeat"));
-    assert!(runtime.container_of(&keep.id.to_string()).unwrap().status == cloud_agent::runtime::ContainerStatus::Running, "the agent's death stops nothing");
+    assert!(
+        runtime.container_of(&keep.id.to_string()).unwrap().status
+            == cloud_agent::runtime::ContainerStatus::Running,
+        "the agent's death stops nothing"
+    );
 
     // Deleting while the node is down is immediate; the returning agent must remove it
     // (fencing: it is no longer in its desired state).
@@ -124,12 +188,28 @@ async fn a_silent_node_goes_down_and_its_agent_readopts_on_return() {
     let agent = c.start_agent("node-1", runtime.clone()).await;
     let back = c.wait_instance("keep", InstanceStatus::Running).await;
     let container_after = runtime.container_of(&keep.id.to_string()).unwrap();
-    assert_eq!(container_after.id, container_before.id, "re-adopted, not recreated");
-    assert_eq!(container_after.started_at_unix_ms, container_before.started_at_unix_ms, "not restarted");
-    assert_eq!(back.runtime_id.as_deref(), Some(container_before.id.as_str()));
-    wait_for("fenced container removed", Duration::from_secs(10), || async {
-        runtime.container_of(&drop_me.id.to_string()).is_none().then_some(())
-    })
+    assert_eq!(
+        container_after.id, container_before.id,
+        "re-adopted, not recreated"
+    );
+    assert_eq!(
+        container_after.started_at_unix_ms, container_before.started_at_unix_ms,
+        "not restarted"
+    );
+    assert_eq!(
+        back.runtime_id.as_deref(),
+        Some(container_before.id.as_str())
+    );
+    wait_for(
+        "fenced container removed",
+        Duration::from_secs(10),
+        || async {
+            runtime
+                .container_of(&drop_me.id.to_string())
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
     agent.abort();
 }
@@ -139,7 +219,10 @@ async fn scheduler_restart_keeps_state_and_agents_reconnect() {
     let mut c = Cluster::start().await;
     let node = c.fake_node("node-1").await;
     let client = c.client();
-    let created = client.instance_create(&busybox("web", &["sleep", "1000"])).await.unwrap();
+    let created = client
+        .instance_create(&busybox("web", &["sleep", "1000"]))
+        .await
+        .unwrap();
     c.wait_instance("web", InstanceStatus::Running).await;
     let key = c.admin_key();
 
@@ -154,7 +237,10 @@ async fn scheduler_restart_keeps_state_and_agents_reconnect() {
     assert_eq!(node.runtime.containers().len(), 1, "nothing was recreated");
 
     // And the platform keeps working.
-    client.instance_create(&busybox("web2", &["sleep", "1000"])).await.unwrap();
+    client
+        .instance_create(&busybox("web2", &["sleep", "1000"]))
+        .await
+        .unwrap();
     c.wait_instance("web2", InstanceStatus::Running).await;
     assert_eq!(node.runtime.containers().len(), 2);
 }
@@ -163,7 +249,9 @@ async fn scheduler_restart_keeps_state_and_agents_reconnect() {
 async fn agents_only_touch_their_own_containers() {
     let c = Cluster::start().await;
     // Two agents share one runtime, as several agents share one dockerd in tests.
-    let shared = Arc::new(cloud_agent::FakeRuntime::with_images(["local/busybox:latest"]));
+    let shared = Arc::new(cloud_agent::FakeRuntime::with_images([
+        "local/busybox:latest",
+    ]));
     let a = c.start_agent("node-a", shared.clone()).await;
     let b = c.start_agent("node-b", shared.clone()).await;
     let client = c.client();
@@ -174,10 +262,19 @@ async fn agents_only_touch_their_own_containers() {
         client.instance_create(&req).await.unwrap();
     }
     for i in 0..4 {
-        c.wait_instance(&format!("w{i}"), InstanceStatus::Running).await;
+        c.wait_instance(&format!("w{i}"), InstanceStatus::Running)
+            .await;
     }
-    let on_a: Vec<_> = shared.containers().into_iter().filter(|ct| ct.label("thecloud.node-id") == Some(a.node_id())).collect();
-    let on_b: Vec<_> = shared.containers().into_iter().filter(|ct| ct.label("thecloud.node-id") == Some(b.node_id())).collect();
+    let on_a: Vec<_> = shared
+        .containers()
+        .into_iter()
+        .filter(|ct| ct.label("thecloud.node-id") == Some(a.node_id()))
+        .collect();
+    let on_b: Vec<_> = shared
+        .containers()
+        .into_iter()
+        .filter(|ct| ct.label("thecloud.node-id") == Some(b.node_id()))
+        .collect();
     assert_eq!((on_a.len(), on_b.len()), (2, 2));
     // Deleting everything on one node leaves the other node's containers alone.
     for inst in client.instance_list().await.unwrap() {
@@ -190,5 +287,10 @@ async fn agents_only_touch_their_own_containers() {
         (shared.containers().len() == on_b.len()).then_some(())
     })
     .await;
-    assert!(shared.containers().iter().all(|ct| ct.label("thecloud.node-id") == Some(b.node_id())));
+    assert!(
+        shared
+            .containers()
+            .iter()
+            .all(|ct| ct.label("thecloud.node-id") == Some(b.node_id()))
+    );
 }

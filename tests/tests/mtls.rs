@@ -5,12 +5,18 @@
 use cloud_proto::v1 as pb;
 use cloud_proto::v1::agent_service_client::AgentServiceClient;
 use cloud_tests::Cluster;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 use std::time::Duration;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-async fn channel(c: &Cluster, ca_pem: &str, identity: Option<Identity>) -> Result<Channel, tonic::transport::Error> {
+async fn channel(
+    c: &Cluster,
+    ca_pem: &str,
+    identity: Option<Identity>,
+) -> Result<Channel, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name("localhost");
@@ -33,14 +39,23 @@ fn csr() -> (KeyPair, String) {
 }
 
 fn enroll_request(token: &str, csr: &str, name: &str) -> pb::EnrollRequest {
-    pb::EnrollRequest { join_token: token.into(), csr_pem: csr.into(), hostname: "test-host".into(), name: name.into() }
+    pb::EnrollRequest {
+        join_token: token.into(),
+        csr_pem: csr.into(),
+        hostname: "test-host".into(),
+        name: name.into(),
+    }
 }
 
 async fn open_session(ch: Channel) -> Result<pb::SchedulerMessage, tonic::Status> {
     let hello = pb::AgentMessage {
         msg: Some(pb::agent_message::Msg::Hello(pb::Hello {
             hostname: "test-host".into(),
-            capacity: Some(pb::Capacity { cpu_millis: 1000, memory_mb: 1024, disk_gb: 10 }),
+            capacity: Some(pb::Capacity {
+                cpu_millis: 1000,
+                memory_mb: 1024,
+                disk_gb: 10,
+            }),
             drivers: vec!["docker".into()],
             agent_version: "test".into(),
             protocol_version: cloud_proto::PROTOCOL_VERSION,
@@ -53,7 +68,10 @@ async fn open_session(ch: Channel) -> Result<pb::SchedulerMessage, tonic::Status
         .session(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
         .into_inner();
-    let first = stream.message().await?.ok_or_else(|| tonic::Status::unknown("no message"))?;
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unknown("no message"))?;
     drop(tx);
     Ok(first)
 }
@@ -66,27 +84,61 @@ async fn join_tokens_are_one_time_and_unknown_tokens_are_refused() {
     let mut client = AgentServiceClient::new(ch);
     let (_k, csr_pem) = csr();
 
-    let err = client.enroll(enroll_request("tcj_not-a-real-token", &csr_pem, "n1")).await.unwrap_err();
+    let err = client
+        .enroll(enroll_request("tcj_not-a-real-token", &csr_pem, "n1"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-    let err = client.enroll(enroll_request("", &csr_pem, "n1")).await.unwrap_err();
+    let err = client
+        .enroll(enroll_request("", &csr_pem, "n1"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
 
     let token = std::fs::read_to_string(c.join_token_file()).unwrap();
-    let err = client.enroll(enroll_request(&token, "garbage", "n1")).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "a bad CSR does not burn the token: {err}");
-    let ok = client.enroll(enroll_request(&token, &csr_pem, "n1")).await.unwrap().into_inner();
+    let err = client
+        .enroll(enroll_request(&token, "garbage", "n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "a bad CSR does not burn the token: {err}"
+    );
+    let ok = client
+        .enroll(enroll_request(&token, &csr_pem, "n1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(ok.certificate_pem.contains("BEGIN CERTIFICATE"));
     assert_eq!(ok.node_name, "n1");
 
-    let err = client.enroll(enroll_request(&token, &csr_pem, "n2")).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated, "a used token is refused: {err}");
+    let err = client
+        .enroll(enroll_request(&token, &csr_pem, "n2"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unauthenticated,
+        "a used token is refused: {err}"
+    );
 
     // The bootstrap token file now holds a fresh token for the next agent.
     let next = std::fs::read_to_string(c.join_token_file()).unwrap();
     assert_ne!(next.trim(), token.trim());
-    let err = client.enroll(enroll_request(&next, &csr_pem, "n1")).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists, "node names are unique: {err}");
-    client.enroll(enroll_request(&next, &csr_pem, "n2")).await.unwrap();
+    let err = client
+        .enroll(enroll_request(&next, &csr_pem, "n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::AlreadyExists,
+        "node names are unique: {err}"
+    );
+    client
+        .enroll(enroll_request(&next, &csr_pem, "n2"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -106,8 +158,10 @@ async fn sessions_need_a_node_certificate_from_our_ca() {
     let rogue_ca = Issuer::new(rogue_params, rogue_key);
     let leaf_key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, uuid::Uuid::now_v7().to_string());
-    leaf.distinguished_name.push(DnType::OrganizationName, "thecloud-node");
+    leaf.distinguished_name
+        .push(DnType::CommonName, uuid::Uuid::now_v7().to_string());
+    leaf.distinguished_name
+        .push(DnType::OrganizationName, "thecloud-node");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let leaf_cert = leaf.signed_by(&leaf_key, &rogue_ca).unwrap();
     let identity = Identity::from_pem(leaf_cert.pem(), leaf_key.serialize_pem());
@@ -115,7 +169,10 @@ async fn sessions_need_a_node_certificate_from_our_ca() {
         Err(_) => true,
         Ok(ch) => open_session(ch).await.is_err(),
     };
-    assert!(refused, "a certificate from another CA must not open a session");
+    assert!(
+        refused,
+        "a certificate from another CA must not open a session"
+    );
 
     // A client that does not trust our CA cannot even talk to the scheduler.
     let other_ca = {
@@ -126,7 +183,10 @@ async fn sessions_need_a_node_certificate_from_our_ca() {
     };
     let untrusting = match channel(&c, &other_ca, None).await {
         Err(_) => true,
-        Ok(ch) => AgentServiceClient::new(ch).enroll(enroll_request("x", "y", "z")).await.is_err(),
+        Ok(ch) => AgentServiceClient::new(ch)
+            .enroll(enroll_request("x", "y", "z"))
+            .await
+            .is_err(),
     };
     assert!(untrusting);
 
@@ -139,7 +199,9 @@ async fn sessions_need_a_node_certificate_from_our_ca() {
         .unwrap()
         .into_inner();
     let identity = Identity::from_pem(&enrolled.certificate_pem, key.serialize_pem());
-    let first = open_session(channel(&c, &ca, Some(identity)).await.unwrap()).await.unwrap();
+    let first = open_session(channel(&c, &ca, Some(identity)).await.unwrap())
+        .await
+        .unwrap();
     match first.msg {
         Some(pb::scheduler_message::Msg::Accepted(a)) => {
             assert_eq!(a.node_id, enrolled.node_id);

@@ -16,7 +16,7 @@ pub use state::STATE_FILE;
 use crate::model::{DesiredState, InstanceSpec, ObservedState, RestartPolicy, RunState};
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerStatus, EngineRestartPolicy,
-    RuntimeError, labels,
+    LogOptions, RuntimeError, labels,
 };
 use futures::StreamExt;
 use state::ActedStore;
@@ -82,6 +82,9 @@ pub struct Reconciler {
     config: ReconcilerConfig,
     acted: ActedStore,
     failures: HashMap<String, Failure>,
+    /// Last line of output of containers that exited with an error, by container id (and
+    /// the start it belongs to), read once and shown in the failure reason.
+    exit_notes: HashMap<String, (i64, String)>,
     desired: Option<Arc<DesiredState>>,
     last_error: Option<String>,
 }
@@ -103,6 +106,7 @@ impl Reconciler {
             config,
             acted,
             failures: HashMap::new(),
+            exit_notes: HashMap::new(),
             desired: None,
             last_error: None,
         })
@@ -175,6 +179,11 @@ impl Reconciler {
             for o in outcomes {
                 self.apply(&desired, o);
             }
+            // Persist what was acted on before anything else can fail: a restart must not
+            // repeat (or forget) an action already taken.
+            if let Err(e) = self.acted.flush() {
+                tracing::error!(error = %e, "cannot write the reconciler state file");
+            }
         }
         // Observe what the actions left behind (no second listing when nothing was done).
         let actual = if acted_now {
@@ -192,7 +201,60 @@ impl Reconciler {
         if let Err(e) = self.acted.flush() {
             tracing::error!(error = %e, "cannot write the reconciler state file");
         }
-        Ok(Some(observe::observe(&desired, &actual, &self.failures)))
+        self.refresh_exit_notes(&actual).await;
+        let notes: HashMap<&str, &str> = self
+            .exit_notes
+            .iter()
+            .map(|(id, (_, note))| (id.as_str(), note.as_str()))
+            .collect();
+        Ok(Some(observe::observe(
+            &desired,
+            &actual,
+            &self.failures,
+            &notes,
+        )))
+    }
+
+    /// Reads the last line of output of containers that just exited with an error (once per
+    /// run), so the failure reason says why: "exited with code 127: exec foo failed: ...".
+    async fn refresh_exit_notes(&mut self, actual: &[ContainerInfo]) {
+        self.exit_notes.retain(|id, (started, _)| {
+            actual
+                .iter()
+                .any(|c| &c.id == id && c.started_at_unix_ms == *started)
+        });
+        for c in actual {
+            let failed =
+                c.status == ContainerStatus::Exited && c.exit_code.is_some_and(|code| code != 0);
+            if !failed || self.exit_notes.contains_key(&c.id) {
+                continue;
+            }
+            let note = match self
+                .runtime
+                .logs(
+                    &c.id,
+                    LogOptions {
+                        tail: 5,
+                        follow: false,
+                    },
+                )
+                .await
+            {
+                Ok(mut stream) => {
+                    let mut buf = Vec::new();
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        buf.extend_from_slice(&chunk);
+                        if buf.len() > 64 * 1024 {
+                            break;
+                        }
+                    }
+                    last_line(&buf)
+                }
+                Err(_) => String::new(),
+            };
+            self.exit_notes
+                .insert(c.id.clone(), (c.started_at_unix_ms, note));
+        }
     }
 
     /// Remembers change generations that are satisfied without action (adopted containers,
@@ -445,5 +507,37 @@ impl std::fmt::Debug for ActionName<'_> {
             Action::Stop { spec, .. } => write!(f, "stop {}", spec.instance_id),
             Action::Remove { container_id, .. } => write!(f, "remove {container_id}"),
         }
+    }
+}
+
+/// The last non-empty line of `output`, at most 200 characters.
+fn last_line(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let mut out: String = line.chars().take(200).collect();
+    if line.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod last_line_tests {
+    use super::last_line;
+
+    #[test]
+    fn keeps_the_last_non_empty_line_and_bounds_it() {
+        assert_eq!(last_line(b"a\nb\n\n  \n"), "b");
+        assert_eq!(last_line(b""), "");
+        let long = "x".repeat(300);
+        let out = last_line(long.as_bytes());
+        assert_eq!(out.chars().count(), 201);
+        assert!(out.ends_with('…'));
+        assert_eq!(last_line("é\nü".as_bytes()), "ü");
     }
 }

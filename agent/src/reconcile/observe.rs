@@ -11,10 +11,12 @@ use std::collections::HashMap;
 const MIB: i64 = 1024 * 1024;
 
 /// Builds the observation of every desired instance, plus own containers still being removed.
+/// `exit_notes` maps a container id to the last line it printed before failing.
 pub fn observe(
     desired: &DesiredState,
     actual: &[ContainerInfo],
     failures: &HashMap<String, Failure>,
+    exit_notes: &HashMap<&str, &str>,
 ) -> ObservedState {
     let (by_instance, _) = index_containers(actual);
     let mut instances = Vec::with_capacity(desired.instances.len());
@@ -23,7 +25,8 @@ pub fn observe(
             .get(&spec.instance_id)
             .filter(|f| f.change_generation >= spec.change_generation);
         let container = by_instance.get(spec.instance_id.as_str()).copied();
-        instances.push(observe_one(spec, container, failure));
+        let note = container.and_then(|c| exit_notes.get(c.id.as_str()).copied());
+        instances.push(observe_one(spec, container, failure, note));
     }
     for (id, c) in &by_instance {
         if desired.instances.iter().any(|s| s.instance_id == *id) {
@@ -49,6 +52,7 @@ fn observe_one(
     spec: &InstanceSpec,
     container: Option<&ContainerInfo>,
     failure: Option<&Failure>,
+    exit_note: Option<&str>,
 ) -> InstanceObservation {
     use InstanceState as S;
     let id = spec.instance_id.as_str();
@@ -101,7 +105,7 @@ fn observe_one(
                 (Some(f), _) => (S::Failed, f.reason.clone(), exit_code),
                 (None, RunState::Stopped) => (S::Stopped, "stopped".to_owned(), exit_code),
                 (None, RunState::Running) => {
-                    let (s, r) = exit_reason(spec, c, exit_code.unwrap_or(0));
+                    let (s, r) = exit_reason(spec, c, exit_code.unwrap_or(0), exit_note);
                     (s, r, exit_code)
                 }
             }
@@ -118,7 +122,12 @@ fn observe_one(
 }
 
 /// Why a container that should run is not running (it stopped on its own).
-fn exit_reason(spec: &InstanceSpec, c: &ContainerInfo, code: i32) -> (InstanceState, String) {
+fn exit_reason(
+    spec: &InstanceSpec,
+    c: &ContainerInfo,
+    code: i32,
+    note: Option<&str>,
+) -> (InstanceState, String) {
     if c.oom_killed {
         let limit_mb = if spec.memory_mb > 0 {
             spec.memory_mb
@@ -136,6 +145,12 @@ fn exit_reason(spec: &InstanceSpec, c: &ContainerInfo, code: i32) -> (InstanceSt
     if code == 0 {
         (InstanceState::Stopped, "exited with code 0".to_owned())
     } else {
-        (InstanceState::Failed, format!("exited with code {code}"))
+        match note.filter(|n| !n.is_empty()) {
+            Some(n) => (
+                InstanceState::Failed,
+                format!("exited with code {code}: {n}"),
+            ),
+            None => (InstanceState::Failed, format!("exited with code {code}")),
+        }
     }
 }

@@ -317,6 +317,10 @@ impl ContainerRuntime for DockerRuntime {
                 name: Some(restart),
                 maximum_retry_count: None,
             }),
+            // A tiny init (docker-init/tini) as PID 1 forwards signals and reaps zombies, so a
+            // shell loop stops on SIGTERM in milliseconds instead of waiting out the grace
+            // period to be killed.
+            init: Some(true),
             ..HostConfig::default()
         };
         let body = ContainerCreateBody {

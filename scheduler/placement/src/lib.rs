@@ -299,7 +299,11 @@ mod tests {
         let plan = place(&snap, &[req(1, 600, 100), req(2, 600, 100)], 3);
         assert_eq!(plan.placements.len(), 1);
         assert_eq!(plan.unplaced.len(), 1);
-        assert!(plan.unplaced[0].reason.contains("1 node lacks CPU"), "{:?}", plan.unplaced);
+        assert!(
+            plan.unplaced[0].reason.contains("1 node lacks CPU"),
+            "{:?}",
+            plan.unplaced
+        );
     }
 
     #[test]

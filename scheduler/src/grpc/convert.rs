@@ -10,7 +10,12 @@ pub fn facts_from_hello(h: &pb::Hello) -> NodeFacts {
         cpu_millis: cap.cpu_millis,
         memory_mb: cap.memory_mb,
         disk_gb: cap.disk_gb,
-        drivers: h.drivers.iter().take(16).map(|d| d.chars().take(32).collect()).collect(),
+        drivers: h
+            .drivers
+            .iter()
+            .take(16)
+            .map(|d| d.chars().take(32).collect())
+            .collect(),
         labels: h
             .labels
             .iter()

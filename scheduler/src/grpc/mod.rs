@@ -32,7 +32,10 @@ fn peer_node_id<T>(req: &Request<T>) -> Result<NodeId, Status> {
 
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
-    async fn enroll(&self, req: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
         let r = req.into_inner();
         let e = self
             .app
@@ -64,10 +67,13 @@ impl AgentService for AgentGrpc {
 /// certificate signed by our CA (rustls has verified the chain before we see it).
 pub fn service(app: Arc<App>) -> (AgentServiceServer<AgentGrpc>, ServerTlsConfig) {
     let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(app.pki.server_cert_pem(), app.pki.server_key_pem()))
+        .identity(Identity::from_pem(
+            app.pki.server_cert_pem(),
+            app.pki.server_key_pem(),
+        ))
         .client_ca_root(Certificate::from_pem(app.pki.ca_pem()))
         .client_auth_optional(true);
-    let svc = AgentServiceServer::new(AgentGrpc { app })
-        .max_decoding_message_size(16 * 1024 * 1024);
+    let svc =
+        AgentServiceServer::new(AgentGrpc { app }).max_decoding_message_size(16 * 1024 * 1024);
     (svc, tls)
 }

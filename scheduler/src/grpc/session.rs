@@ -1,5 +1,6 @@
 //! One agent session: Hello, then a loop that applies what the agent reports and pushes the
-//! node's desired state whenever it changes.
+//! node's desired state whenever it changes (and re-checks it on a timer, so a failed push or
+//! a change made by another scheduler process is never missed).
 
 use super::convert;
 use super::status::to_status;
@@ -12,26 +13,37 @@ use cloud_proto::v1::scheduler_message::Msg as Down;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a session re-checks the node's generation even without a change notification.
+const DESIRED_RECHECK: Duration = Duration::from_secs(5);
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
 
 /// Validates the session start and spawns the session loop.
-pub async fn open(app: Arc<App>, node: NodeId, mut inbound: Streaming<pb::AgentMessage>) -> Result<Outbound, Status> {
+pub async fn open(
+    app: Arc<App>,
+    node: NodeId,
+    mut inbound: Streaming<pb::AgentMessage>,
+) -> Result<Outbound, Status> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
         .await
         .map_err(|_| Status::deadline_exceeded("the agent sent no Hello within 10 s"))??
         .ok_or_else(|| Status::invalid_argument("the session closed before Hello"))?;
     let Some(Up::Hello(hello)) = first.msg else {
-        return Err(Status::invalid_argument("the first session message must be Hello"));
+        return Err(Status::invalid_argument(
+            "the first session message must be Hello",
+        ));
     };
     let facts = convert::facts_from_hello(&hello);
-    let record = app.node_hello(node, &facts).await.map_err(to_status)?;
+    let record = app
+        .node_hello(node, &facts, hello.applied_generation)
+        .await
+        .map_err(to_status)?;
     let (ticket, rx, tx) = app.sessions.attach(node);
     app.metrics.agent_sessions.inc();
     let accepted = pb::SchedulerMessage {
@@ -61,12 +73,27 @@ async fn run(
     tx: mpsc::Sender<pb::SchedulerMessage>,
 ) {
     let node = ticket.node;
+    // Observations are applied by a worker, latest first: a slow database must not stop this
+    // loop from reading heartbeats (or the node would look dead).
+    let (observed_tx, observed_rx) = watch::channel(None);
+    let worker = tokio::spawn(apply_observations(
+        app.clone(),
+        node,
+        ticket.id,
+        observed_rx,
+    ));
     let mut last_pushed: Option<i64> = None;
-    push_desired(&app, node, &tx, &mut last_pushed).await;
+    let mut recheck = tokio::time::interval(DESIRED_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
+            _ = ticket.replaced.notified() => {
+                tracing::info!(%node, "session replaced by a newer one from the same node");
+                break;
+            }
             msg = inbound.message() => match msg {
-                Ok(Some(m)) => handle(&app, node, m).await,
+                Ok(Some(m)) => handle(&app, node, m, &observed_tx).await,
                 Ok(None) => {
                     tracing::info!(%node, "agent closed its session");
                     break;
@@ -76,47 +103,78 @@ async fn run(
                     break;
                 }
             },
-            _ = ticket.desired_changed.notified() => {
-                push_desired(&app, node, &tx, &mut last_pushed).await;
-            }
-            _ = ticket.replaced.notified() => {
-                tracing::info!(%node, "session replaced by a newer one from the same node");
-                break;
-            }
+            _ = ticket.desired_changed.notified() => push_desired(&app, node, &tx, &mut last_pushed).await,
+            _ = recheck.tick() => push_desired(&app, node, &tx, &mut last_pushed).await,
         }
     }
+    worker.abort();
     app.sessions.detach(&ticket);
 }
 
-async fn handle(app: &App, node: NodeId, m: pb::AgentMessage) {
+async fn handle(
+    app: &App,
+    node: NodeId,
+    m: pb::AgentMessage,
+    observed: &watch::Sender<Option<pb::ObservedState>>,
+) {
     let Some(msg) = m.msg else { return };
     if app.sessions.touch(node) {
-        // The node had been declared down while this session stayed open.
+        // The store has this node down while its session is alive.
         if let Err(e) = app.node_revive(node).await {
-            tracing::error!(%node, error = %e, "cannot mark node ready again");
+            tracing::error!(%node, error = %e, "cannot mark node ready again; will retry");
         }
     }
     match msg {
-        Up::Hello(_) => tracing::warn!(%node, "ignoring a second Hello in one session"),
+        Up::Hello(h) => {
+            // A later Hello updates the node's facts (e.g. a driver came up).
+            let facts = convert::facts_from_hello(&h);
+            if let Err(e) = app.node_hello(node, &facts, h.applied_generation).await {
+                tracing::error!(%node, error = %e, "cannot update node facts");
+            }
+        }
         Up::Heartbeat(_) => {}
         Up::Telemetry(t) => app.node_telemetry(node, &t),
         Up::Observed(o) => {
-            if let Err(e) = app.node_observed(node, &o).await {
-                tracing::error!(%node, error = format!("{e:#}"), "cannot apply observed state");
-            }
+            observed.send_replace(Some(o));
         }
         Up::LogChunk(c) => app.sessions.deliver_chunk(node, c),
+    }
+}
+
+/// Applies the latest observed state of the node, skipping ones superseded while the previous
+/// was being written. Stops writing once its session is no longer the node's current one.
+async fn apply_observations(
+    app: Arc<App>,
+    node: NodeId,
+    session: u64,
+    mut rx: watch::Receiver<Option<pb::ObservedState>>,
+) {
+    while rx.changed().await.is_ok() {
+        let Some(observed) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        if !app.sessions.is_current(node, session) {
+            return;
+        }
+        if let Err(e) = app.node_observed(node, &observed).await {
+            tracing::error!(%node, error = format!("{e:#}"), "cannot apply observed state");
+        }
     }
 }
 
 /// Sends the node's desired state unless this session already sent that generation. The
 /// generation is read before the instances, so a document never claims a generation newer
 /// than its content.
-async fn push_desired(app: &App, node: NodeId, tx: &mpsc::Sender<pb::SchedulerMessage>, last: &mut Option<i64>) {
+async fn push_desired(
+    app: &App,
+    node: NodeId,
+    tx: &mpsc::Sender<pb::SchedulerMessage>,
+    last: &mut Option<i64>,
+) {
     let generation = match app.store.node_get(node).await {
         Ok(n) => n.node.generation,
         Err(e) => {
-            tracing::error!(%node, error = %e, "cannot load node generation");
+            tracing::error!(%node, error = %e, "cannot load node generation; will retry");
             return;
         }
     };
@@ -126,7 +184,7 @@ async fn push_desired(app: &App, node: NodeId, tx: &mpsc::Sender<pb::SchedulerMe
     let instances = match app.store.instance_list_by_node(node).await {
         Ok(v) => v,
         Err(e) => {
-            tracing::error!(%node, error = %e, "cannot load desired instances");
+            tracing::error!(%node, error = %e, "cannot load desired instances; will retry");
             return;
         }
     };
@@ -139,7 +197,13 @@ async fn push_desired(app: &App, node: NodeId, tx: &mpsc::Sender<pb::SchedulerMe
             .collect(),
     };
     let count = doc.instances.len();
-    if tx.send(pb::SchedulerMessage { msg: Some(Down::Desired(doc)) }).await.is_ok() {
+    if tx
+        .send(pb::SchedulerMessage {
+            msg: Some(Down::Desired(doc)),
+        })
+        .await
+        .is_ok()
+    {
         *last = Some(generation);
         tracing::debug!(%node, generation, instances = count, "desired state sent");
     }

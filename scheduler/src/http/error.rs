@@ -35,6 +35,7 @@ impl From<crate::store::StoreError> for ApiError {
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::Malformed(_) => StatusCode::BAD_REQUEST,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         other => StatusCode::from_u16(other.code().http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -71,6 +72,7 @@ mod tests {
             (Error::AlreadyExists(String::new()), 409),
             (Error::Malformed(String::new()), 400),
             (Error::Invalid(String::new()), 422),
+            (Error::TooLarge(String::new()), 413),
             (Error::Conflict(String::new()), 409),
             (Error::InsufficientCapacity(String::new()), 409),
             (Error::Unauthorized(String::new()), 401),

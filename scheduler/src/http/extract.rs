@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use crate::error::Error;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -26,9 +26,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "expected a JSON body with Content-Type: application/json".into(),
             )));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError(Error::Malformed(format!("cannot read the request body: {e}"))))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(Error::TooLarge(format!(
+                    "the request body is larger than {} bytes",
+                    super::MAX_BODY_BYTES
+                )))
+            } else {
+                ApiError(Error::Malformed(format!(
+                    "cannot read the request body: {e}"
+                )))
+            }
+        })?;
         parse_json(&bytes).map(ApiJson).map_err(ApiError)
     }
 }
@@ -51,6 +60,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(value)
 }
 
+/// The `{id}` path segment (an id or a name); undecodable segments get the envelope too.
+pub struct ApiPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError(Error::Malformed(format!("invalid path: {}", e.body_text()))))
+    }
+}
+
 /// A query string; unknown or malformed parameters are 400 with a message naming them.
 pub struct ApiQuery<T>(pub T);
 
@@ -60,7 +83,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Query::<T>::try_from_uri(&parts.uri)
             .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError(Error::Malformed(format!("invalid query string: {}", e.body_text()))))
+            .map_err(|e| {
+                ApiError(Error::Malformed(format!(
+                    "invalid query string: {}",
+                    e.body_text()
+                )))
+            })
     }
 }
 
@@ -73,16 +101,31 @@ mod tests {
     fn syntax_errors_are_malformed_and_field_errors_invalid() {
         let e = parse_json::<CreateInstanceRequest>(b"{not json").unwrap_err();
         assert!(matches!(e, Error::Malformed(_)), "{e:?}");
-        let e = parse_json::<CreateInstanceRequest>(br#"{"image":"x","cpu_millis":1}"#).unwrap_err();
-        assert!(matches!(e, Error::Invalid(ref m) if m.contains("memory_mb")), "{e:?}");
-        let e = parse_json::<CreateInstanceRequest>(br#"{"image":"x","cpu_millis":-5,"memory_mb":6}"#)
-            .unwrap_err();
-        assert!(matches!(e, Error::Invalid(ref m) if m.starts_with("cpu_millis:")), "{e:?}");
-        let e = parse_json::<CreateInstanceRequest>(br#"{"image":"x","cpu_millis":1,"memory_mb":6,"gpu":1}"#)
-            .unwrap_err();
-        assert!(matches!(e, Error::Invalid(ref m) if m.contains("gpu")), "{e:?}");
-        let e = parse_json::<CreateInstanceRequest>(br#"{"image":"x","cpu_millis":1,"memory_mb":6} trailing"#)
-            .unwrap_err();
+        let e =
+            parse_json::<CreateInstanceRequest>(br#"{"image":"x","cpu_millis":1}"#).unwrap_err();
+        assert!(
+            matches!(e, Error::Invalid(ref m) if m.contains("memory_mb")),
+            "{e:?}"
+        );
+        let e =
+            parse_json::<CreateInstanceRequest>(br#"{"image":"x","cpu_millis":-5,"memory_mb":6}"#)
+                .unwrap_err();
+        assert!(
+            matches!(e, Error::Invalid(ref m) if m.starts_with("cpu_millis:")),
+            "{e:?}"
+        );
+        let e = parse_json::<CreateInstanceRequest>(
+            br#"{"image":"x","cpu_millis":1,"memory_mb":6,"gpu":1}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::Invalid(ref m) if m.contains("gpu")),
+            "{e:?}"
+        );
+        let e = parse_json::<CreateInstanceRequest>(
+            br#"{"image":"x","cpu_millis":1,"memory_mb":6} trailing"#,
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::Malformed(_)), "{e:?}");
     }
 }

@@ -1,14 +1,14 @@
 //! `/v1/instances` handlers: parse, call the service, shape the response.
 
 use super::error::ApiResult;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::page;
 use crate::app::App;
 use crate::error::Error;
 use crate::services::Caller;
 use crate::views;
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use cloud_api::{CreateInstanceRequest, Instance, InstanceId, Page, PageQuery};
@@ -22,7 +22,10 @@ pub async fn list(
 ) -> ApiResult<Json<Page<Instance>>> {
     let (after, limit) = page::parse::<InstanceId>(&q)?;
     let records = app.instance_list(&caller, after, limit).await?;
-    let items = records.into_iter().map(|r| views::instance(r, &app.sessions)).collect::<Result<Vec<_>, _>>()?;
+    let items = records
+        .into_iter()
+        .map(|r| views::instance(r, &app.sessions))
+        .collect::<Result<Vec<_>, _>>()?;
     let next_cursor = page::next_cursor(&items, limit, |i| i.id.to_string());
     Ok(Json(Page { items, next_cursor }))
 }
@@ -34,21 +37,28 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let inst = views::instance(app.instance_create(&caller, req).await?, &app.sessions)?;
     let location = format!("/v1/instances/{}", inst.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(inst)))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(inst),
+    ))
 }
 
 pub async fn get(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Json<Instance>> {
-    Ok(Json(views::instance(app.instance_lookup(&caller, &id).await?, &app.sessions)?))
+    Ok(Json(views::instance(
+        app.instance_lookup(&caller, &id).await?,
+        &app.sessions,
+    )?))
 }
 
 pub async fn delete(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
     let inst = views::instance(app.instance_delete(&caller, &id).await?, &app.sessions)?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
@@ -57,7 +67,7 @@ pub async fn delete(
 pub async fn stop(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
     let inst = views::instance(app.instance_stop(&caller, &id).await?, &app.sessions)?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
@@ -66,7 +76,7 @@ pub async fn stop(
 pub async fn start(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
     let inst = views::instance(app.instance_start(&caller, &id).await?, &app.sessions)?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
@@ -83,7 +93,7 @@ pub struct LogsQuery {
 pub async fn logs(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> ApiResult<impl IntoResponse> {
     if q.follow == Some(true) {

@@ -19,7 +19,12 @@ fn request_id_from(req: &Request) -> String {
     req.headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
@@ -66,7 +71,11 @@ fn presented_key(req: &Request) -> Option<&str> {
 
 /// Requires a valid API key; puts the `Caller` in the request extensions. Every `/v1` route
 /// sits behind this layer, so an endpoint cannot forget authentication.
-pub async fn require_api_key(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+pub async fn require_api_key(
+    State(app): State<Arc<App>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let key = presented_key(&req).map(str::to_string);
     match authenticate(&app, key.as_deref()).await {
         Ok(caller) => {
@@ -79,7 +88,9 @@ pub async fn require_api_key(State(app): State<Arc<App>>, mut req: Request, next
 
 async fn authenticate(app: &App, key: Option<&str>) -> Result<Caller, Error> {
     let unauthorized = || {
-        Error::Unauthorized("a valid API key is required (header X-API-Key or Authorization: Bearer)".into())
+        Error::Unauthorized(
+            "a valid API key is required (header X-API-Key or Authorization: Bearer)".into(),
+        )
     };
     let key = key.ok_or_else(unauthorized)?.trim();
     let prefix = secrets::api_key_prefix(key).ok_or_else(unauthorized)?;

@@ -18,16 +18,25 @@ use axum::routing::{get, post};
 use error::ApiError;
 use std::sync::Arc;
 
+/// Largest request body accepted (JSON requests are small).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/instances", get(instances::list).post(instances::create))
-        .route("/instances/{id}", get(instances::get).delete(instances::delete))
+        .route(
+            "/instances/{id}",
+            get(instances::get).delete(instances::delete),
+        )
         .route("/instances/{id}/stop", post(instances::stop))
         .route("/instances/{id}/start", post(instances::start))
         .route("/instances/{id}/logs", get(instances::logs))
         .route("/nodes", get(nodes::list))
         .route("/nodes/{id}", get(nodes::get))
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), middleware::require_api_key));
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::require_api_key,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -35,8 +44,11 @@ pub fn router(app: Arc<App>) -> Router {
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(app.clone(), middleware::request_context))
-        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            middleware::request_context,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
@@ -46,10 +58,10 @@ async fn healthz() -> &'static str {
 
 /// Ready when the store answers.
 async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
-    app.store
-        .ping()
-        .await
-        .map_err(|e| ApiError(Error::Unavailable(format!("store unavailable: {e}"))))?;
+    app.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check: the store does not answer");
+        ApiError(Error::Unavailable("the store does not answer".into()))
+    })?;
     Ok("ready\n")
 }
 
@@ -66,7 +78,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
-    let mut resp = ApiError(Error::Malformed("method not allowed on this endpoint".into())).into_response();
+    let mut resp = ApiError(Error::Malformed(
+        "method not allowed on this endpoint".into(),
+    ))
+    .into_response();
     *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     resp
 }

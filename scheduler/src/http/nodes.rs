@@ -1,21 +1,24 @@
 //! `/v1/nodes` handlers.
 
 use super::error::ApiResult;
+use super::extract::ApiPath;
 use super::extract::ApiQuery;
 use super::page;
 use crate::app::App;
+use crate::error::Error;
 use crate::services::Caller;
 use crate::views;
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use cloud_api::{Node, NodeId, Page, PageQuery};
 use std::sync::Arc;
 
 pub async fn list(
     State(app): State<Arc<App>>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<Node>>> {
+    require_operator(&caller)?;
     let (after, limit) = page::parse::<NodeId>(&q)?;
     let records = app.store.node_list(after, limit).await?;
     let items = records
@@ -28,8 +31,23 @@ pub async fn list(
 
 pub async fn get(
     State(app): State<Arc<App>>,
-    Extension(_caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
 ) -> ApiResult<Json<Node>> {
-    Ok(Json(views::node(app.node_lookup(&id).await?, &app.sessions)?))
+    require_operator(&caller)?;
+    Ok(Json(views::node(
+        app.node_lookup(&id).await?,
+        &app.sessions,
+    )?))
+}
+
+/// Nodes are fleet infrastructure: only operator (admin) keys see them.
+fn require_operator(caller: &Caller) -> Result<(), Error> {
+    if caller.is_admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "listing nodes needs an operator (admin) API key".into(),
+        ))
+    }
 }

@@ -14,10 +14,9 @@ pub fn parse<Id: FromStr>(q: &PageQuery) -> Result<(Option<Id>, u32)> {
     }
     let after = match &q.cursor {
         None => None,
-        Some(c) => Some(
-            c.parse::<Id>()
-                .map_err(|_| Error::Malformed(format!("cursor: {c:?} is not a cursor this API returned")))?,
-        ),
+        Some(c) => Some(c.parse::<Id>().map_err(|_| {
+            Error::Malformed(format!("cursor: {c:?} is not a cursor this API returned"))
+        })?),
     };
     Ok((after, limit))
 }
@@ -40,12 +39,24 @@ mod tests {
     fn limits_and_cursors() {
         let q = PageQuery::default();
         assert_eq!(parse::<InstanceId>(&q).unwrap(), (None, DEFAULT_PAGE_LIMIT));
-        let bad = PageQuery { limit: Some(0), cursor: None };
+        let bad = PageQuery {
+            limit: Some(0),
+            cursor: None,
+        };
         assert!(parse::<InstanceId>(&bad).is_err());
-        let bad = PageQuery { limit: Some(MAX_PAGE_LIMIT + 1), cursor: None };
+        let bad = PageQuery {
+            limit: Some(MAX_PAGE_LIMIT + 1),
+            cursor: None,
+        };
         assert!(parse::<InstanceId>(&bad).is_err());
-        let bad = PageQuery { limit: None, cursor: Some("zzz".into()) };
-        assert!(matches!(parse::<InstanceId>(&bad), Err(Error::Malformed(_))));
+        let bad = PageQuery {
+            limit: None,
+            cursor: Some("zzz".into()),
+        };
+        assert!(matches!(
+            parse::<InstanceId>(&bad),
+            Err(Error::Malformed(_))
+        ));
         assert_eq!(next_cursor(&[1, 2], 2, |i| i.to_string()), Some("2".into()));
         assert_eq!(next_cursor(&[1], 2, |i| i.to_string()), None);
     }

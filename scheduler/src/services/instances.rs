@@ -25,10 +25,18 @@ fn driver_for(kind: InstanceKind) -> &'static str {
 impl App {
     /// Finds an instance of the caller's project by id or name; other projects' instances are
     /// not found.
-    pub async fn instance_lookup(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
+    pub async fn instance_lookup(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<InstanceRecord> {
         let found = match id_or_name.parse::<InstanceId>() {
             Ok(id) => self.store.instance_get(caller.project, id).await,
-            Err(_) => self.store.instance_get_by_name(caller.project, id_or_name).await,
+            Err(_) => {
+                self.store
+                    .instance_get_by_name(caller.project, id_or_name)
+                    .await
+            }
         };
         found.map_err(|e| match e {
             StoreError::NotFound => Error::NotFound(format!("instance {id_or_name:?} not found")),
@@ -42,18 +50,30 @@ impl App {
         after: Option<InstanceId>,
         limit: u32,
     ) -> Result<Vec<InstanceRecord>> {
-        Ok(self.store.instance_list(caller.project, after, limit).await?)
+        Ok(self
+            .store
+            .instance_list(caller.project, after, limit)
+            .await?)
     }
 
     /// Validates, places and records a new instance; its node's agent is told at once.
-    pub async fn instance_create(&self, caller: &Caller, req: CreateInstanceRequest) -> Result<InstanceRecord> {
+    pub async fn instance_create(
+        &self,
+        caller: &Caller,
+        req: CreateInstanceRequest,
+    ) -> Result<InstanceRecord> {
         validate::create_instance(&req)?;
         let id = InstanceId::new();
         let name = match req.name {
             Some(n) => n,
             None => generated_name(id),
         };
-        if self.store.instance_get_by_name(caller.project, &name).await.is_ok() {
+        if self
+            .store
+            .instance_get_by_name(caller.project, &name)
+            .await
+            .is_ok()
+        {
             return Err(name_taken(&name));
         }
         let new = NewInstance {
@@ -103,7 +123,11 @@ impl App {
                     })
                     .collect(),
             };
-            let plan = placement::place(&snapshot, std::slice::from_ref(&request), self.next_placement_seed());
+            let plan = placement::place(
+                &snapshot,
+                std::slice::from_ref(&request),
+                self.next_placement_seed(),
+            );
             let Some(chosen) = plan.placements.first() else {
                 let reason = plan
                     .unplaced
@@ -119,11 +143,19 @@ impl App {
                 .map(|n| n.node.generation)
                 .unwrap_or_default();
             let node = NodeId(chosen.node);
-            match self.store.instance_insert_placed(&new, node, generation).await {
+            match self
+                .store
+                .instance_insert_placed(&new, node, generation)
+                .await
+            {
                 Ok(()) => {
                     self.sessions.notify_desired(node);
                     tracing::info!(instance = %id, %name, %node, attempt, "instance placed");
-                    return self.store.instance_get(caller.project, id).await.map_err(Into::into);
+                    return self
+                        .store
+                        .instance_get(caller.project, id)
+                        .await
+                        .map_err(Into::into);
                 }
                 Err(StoreError::Conflict) => {
                     self.metrics.placement_conflicts.inc();
@@ -140,12 +172,18 @@ impl App {
 
     /// Asks the instance to stop. Idempotent.
     pub async fn instance_stop(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
-        self.set_run_state(caller, id_or_name, "stopped", "stopping").await
+        self.set_run_state(caller, id_or_name, "stopped", "stopping")
+            .await
     }
 
     /// Asks the instance to run (also retries a failed or exited one). Idempotent while it runs.
-    pub async fn instance_start(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
-        self.set_run_state(caller, id_or_name, "running", "starting").await
+    pub async fn instance_start(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<InstanceRecord> {
+        self.set_run_state(caller, id_or_name, "running", "starting")
+            .await
     }
 
     async fn set_run_state(
@@ -156,28 +194,39 @@ impl App {
         transitional: &str,
     ) -> Result<InstanceRecord> {
         let inst = self.instance_lookup(caller, id_or_name).await?;
-        match inst.status.as_str() {
-            "deleting" => {
-                return Err(Error::Conflict(format!("instance {:?} is being deleted", inst.name)));
-            }
-            "lost" => {
-                return Err(Error::Conflict(format!(
-                    "instance {:?} is lost: its node {} is down",
-                    inst.name,
-                    inst.node_name.as_deref().unwrap_or("?")
-                )));
-            }
-            _ => {}
+        if let Some(refusal) = refuse_run_state_change(&inst) {
+            return Err(refusal);
         }
-        let settled = if desired == "running" { "running" } else { "stopped" };
-        if inst.desired_state == desired && (inst.status == settled || inst.status == transitional) {
+        let settled = if desired == "running" {
+            "running"
+        } else {
+            "stopped"
+        };
+        if inst.desired_state == desired && (inst.status == settled || inst.status == transitional)
+        {
             return Ok(inst); // already there or on its way
         }
         let id = InstanceId(inst.id);
-        match self.store.instance_set_desired(caller.project, id, desired, transitional).await {
+        match self
+            .store
+            .instance_set_desired(caller.project, id, desired, transitional)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict) => {
-                return Err(Error::Conflict(format!("instance {:?} is being deleted", inst.name)));
+                // Raced with a delete or a node failure: explain from the current state.
+                let now = self.instance_lookup(caller, id_or_name).await?;
+                return Err(refuse_run_state_change(&now).unwrap_or_else(|| {
+                    Error::Conflict(format!(
+                        "instance {:?} changed concurrently; retry",
+                        now.name
+                    ))
+                }));
+            }
+            Err(StoreError::NotFound) => {
+                return Err(Error::NotFound(format!(
+                    "instance {id_or_name:?} not found"
+                )));
             }
             Err(e) => return Err(e.into()),
         }
@@ -189,12 +238,20 @@ impl App {
 
     /// Deletes an instance: at once when it has no live node, otherwise once its agent has
     /// removed it. Idempotent while deleting.
-    pub async fn instance_delete(&self, caller: &Caller, id_or_name: &str) -> Result<InstanceRecord> {
+    pub async fn instance_delete(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<InstanceRecord> {
         let mut inst = self.instance_lookup(caller, id_or_name).await?;
         if inst.status == "deleting" {
             return Ok(inst);
         }
-        let outcome = match self.store.instance_delete(caller.project, InstanceId(inst.id)).await {
+        let outcome = match self
+            .store
+            .instance_delete(caller.project, InstanceId(inst.id))
+            .await
+        {
             Ok(o) => o,
             Err(StoreError::NotFound) => DeleteOutcome::Deleted, // raced with another delete
             Err(e) => return Err(e.into()),
@@ -209,7 +266,12 @@ impl App {
     }
 
     /// The last `tail` lines (0 = all) of the instance's output, relayed from its node.
-    pub async fn instance_logs(&self, caller: &Caller, id_or_name: &str, tail: u32) -> Result<Vec<u8>> {
+    pub async fn instance_logs(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        tail: u32,
+    ) -> Result<Vec<u8>> {
         let inst = self.instance_lookup(caller, id_or_name).await?;
         let Some(node) = inst.node_id.map(NodeId) else {
             return Err(Error::Conflict(format!(
@@ -228,11 +290,15 @@ impl App {
                 )),
                 SessionError::Busy(_) => Error::Unavailable(e.to_string()),
             })?;
+        let _close = self.sessions.stream_guard(request_id);
         let mut out = Vec::new();
         let collected = tokio::time::timeout(LOG_TIMEOUT, async {
             while let Some(chunk) = rx.recv().await {
                 if !chunk.error.is_empty() {
-                    return Err(Error::Conflict(format!("cannot read logs: {}", chunk.error)));
+                    return Err(Error::Conflict(format!(
+                        "cannot read logs: {}",
+                        chunk.error
+                    )));
                 }
                 let room = MAX_LOG_BYTES.saturating_sub(out.len());
                 out.extend_from_slice(&chunk.data[..chunk.data.len().min(room)]);
@@ -240,15 +306,34 @@ impl App {
                     return Ok(());
                 }
             }
-            Err(Error::Unavailable("the node closed the log stream early".into()))
+            Err(Error::Unavailable(
+                "the node closed the log stream early".into(),
+            ))
         })
         .await;
-        self.sessions.close_stream(request_id);
         match collected {
             Ok(Ok(())) => Ok(out),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Unavailable("timed out waiting for logs from the node".into())),
+            Err(_) => Err(Error::Unavailable(
+                "timed out waiting for logs from the node".into(),
+            )),
         }
+    }
+}
+
+/// Why an instance cannot be started or stopped now, if it cannot.
+fn refuse_run_state_change(inst: &InstanceRecord) -> Option<Error> {
+    match inst.status.as_str() {
+        "deleting" => Some(Error::Conflict(format!(
+            "instance {:?} is being deleted",
+            inst.name
+        ))),
+        "lost" => Some(Error::Conflict(format!(
+            "instance {:?} is lost: its node {} is down",
+            inst.name,
+            inst.node_name.as_deref().unwrap_or("?")
+        ))),
+        _ => None,
     }
 }
 

@@ -26,7 +26,13 @@ pub struct Enrolled {
 pub fn node_name_from_hostname(host: &str) -> String {
     let s: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let s = s.trim_matches('-');
     let mut s = if s.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
@@ -62,7 +68,10 @@ impl App {
     pub async fn ensure_bootstrap_join_token(&self) -> Result<()> {
         let path = self.config.data_dir.join(JOIN_TOKEN_FILE);
         if let Ok(existing) = std::fs::read_to_string(&path)
-            && self.store.join_token_is_usable(&secrets::sha256(existing.trim())).await?
+            && self
+                .store
+                .join_token_is_usable(&secrets::sha256(existing.trim()))
+                .await?
         {
             return Ok(());
         }
@@ -86,14 +95,22 @@ impl App {
 
     /// Enrollment: consumes a one-time join token and signs the agent's CSR. The node id is
     /// chosen here and becomes the subject of its certificate.
-    pub async fn node_enroll(&self, join_token: &str, csr_pem: &str, hostname: &str, name: &str) -> Result<Enrolled> {
+    pub async fn node_enroll(
+        &self,
+        join_token: &str,
+        csr_pem: &str,
+        hostname: &str,
+        name: &str,
+    ) -> Result<Enrolled> {
         let join_token = join_token.trim();
         if join_token.is_empty() {
             return Err(Error::Unauthorized("join_token: required".into()));
         }
         let hostname = hostname.trim();
         if hostname.is_empty() || hostname.len() > 253 {
-            return Err(Error::Invalid("hostname: required, at most 253 characters".into()));
+            return Err(Error::Invalid(
+                "hostname: required, at most 253 characters".into(),
+            ));
         }
         let node_name = if name.trim().is_empty() {
             node_name_from_hostname(hostname)
@@ -115,7 +132,9 @@ impl App {
             Ok(b) => b,
             Err(StoreError::NotFound) => {
                 self.metrics.enroll_refused.inc();
-                return Err(Error::Unauthorized("join token is unknown, already used or expired".into()));
+                return Err(Error::Unauthorized(
+                    "join token is unknown, already used or expired".into(),
+                ));
             }
             Err(StoreError::Duplicate) => {
                 return Err(Error::AlreadyExists(format!(
@@ -125,7 +144,12 @@ impl App {
             Err(e) => return Err(e.into()),
         };
         if was_bootstrap {
-            self.mint_bootstrap_join_token().await?;
+            // The node is enrolled whatever happens here: a failure to write the next token
+            // must not turn this success into an error (the agent could not retry with the
+            // used token). The next start writes a fresh one.
+            if let Err(e) = self.mint_bootstrap_join_token().await {
+                tracing::error!(error = %e, "cannot write the next join token; it is written at the next start");
+            }
         }
         tracing::info!(node = %node_id, name = %node_name, hostname, "node enrolled");
         Ok(Enrolled {
@@ -136,12 +160,33 @@ impl App {
     }
 
     /// A node's agent opened a session and introduced itself.
-    pub async fn node_hello(&self, node: NodeId, facts: &NodeFacts) -> Result<NodeWithAllocation> {
-        self.store.node_update_facts(node, facts).await.map_err(|e| match e {
-            StoreError::NotFound => Error::Forbidden(format!("node {node} is not enrolled (was it removed?)")),
-            other => other.into(),
-        })?;
+    /// `applied_generation` is the last desired-state generation the agent applied; if the
+    /// store's generation is not above it (e.g. a database restored from a backup), the store
+    /// jumps past it so the agent accepts the next document.
+    pub async fn node_hello(
+        &self,
+        node: NodeId,
+        facts: &NodeFacts,
+        applied_generation: u64,
+    ) -> Result<NodeWithAllocation> {
+        self.store
+            .node_update_facts(node, facts)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => {
+                    Error::Forbidden(format!("node {node} is not enrolled (was it removed?)"))
+                }
+                other => other.into(),
+            })?;
         self.sessions.touch(node);
+        self.sessions.set_marked_down(node, false);
+        if self
+            .store
+            .node_raise_generation(node, applied_generation)
+            .await?
+        {
+            tracing::warn!(%node, applied_generation, "the agent had applied a newer generation than the store knows (restored database?); moved past it");
+        }
         tracing::info!(%node, hostname = %facts.hostname, version = %facts.agent_version, "node ready");
         Ok(self.store.node_get(node).await?)
     }
@@ -150,7 +195,9 @@ impl App {
     /// carried out. Observations older than an instance's last change are ignored.
     pub async fn node_observed(&self, node: NodeId, observed: &pb::ObservedState) -> Result<()> {
         let applied = observed.applied_generation;
-        self.store.node_set_applied_generation(node, applied).await?;
+        self.store
+            .node_set_applied_generation(node, applied)
+            .await?;
         let seen: HashMap<&str, &pb::InstanceObservation> = observed
             .instances
             .iter()
@@ -161,13 +208,20 @@ impl App {
             let key = id.to_string();
             let obs = seen.get(key.as_str());
             if inst.status == "deleting" {
-                if obs.is_none() && self.store.instance_confirm_deleted(node, id, applied).await? {
+                if obs.is_none()
+                    && self
+                        .store
+                        .instance_confirm_deleted(node, id, applied)
+                        .await?
+                {
                     tracing::info!(instance = %id, name = %inst.name, "instance deleted");
                 }
                 continue;
             }
             let Some(obs) = obs else { continue };
-            let Some(status) = state_to_status(obs.state) else { continue };
+            let Some(status) = state_to_status(obs.state) else {
+                continue;
+            };
             let update = InstanceUpdate {
                 status: status.to_string(),
                 status_reason: (!obs.reason.is_empty()).then(|| obs.reason.clone()),
@@ -183,7 +237,10 @@ impl App {
                 exit_code: inst.exit_code,
             };
             if !same_observation(&update, &current)
-                && self.store.instance_apply_observation(node, id, applied, &update).await?
+                && self
+                    .store
+                    .instance_apply_observation(node, id, applied, &update)
+                    .await?
             {
                 tracing::info!(instance = %id, name = %inst.name, status, reason = ?update.status_reason, "instance status");
             }
@@ -234,6 +291,7 @@ impl App {
             tracing::info!(%node, "node is back");
             self.sessions.notify_desired(node);
         }
+        self.sessions.set_marked_down(node, false);
         Ok(())
     }
 
@@ -244,6 +302,8 @@ impl App {
             self.config.node_down_after
         );
         let changed = self.store.node_mark_down(node, &reason).await?;
+        // Flag it even when it was already down: any message from the node now revives it.
+        self.sessions.set_marked_down(node, true);
         if changed {
             tracing::warn!(%node, "node is down; its instances are lost");
         }
@@ -277,21 +337,37 @@ mod tests {
 
     #[test]
     fn node_names_from_hostnames() {
-        assert_eq!(node_name_from_hostname("Web-01.example.com"), "web-01-example-com");
+        assert_eq!(
+            node_name_from_hostname("Web-01.example.com"),
+            "web-01-example-com"
+        );
         assert_eq!(node_name_from_hostname("42host"), "node-42host");
         assert_eq!(node_name_from_hostname("---"), "node");
         let long = "a".repeat(100);
         assert_eq!(node_name_from_hostname(&long).len(), 63);
         let long_digits = format!("4{long}");
-        for h in ["Web-01.example.com", "42host", "---", "x_y", &long, &long_digits] {
+        for h in [
+            "Web-01.example.com",
+            "42host",
+            "---",
+            "x_y",
+            &long,
+            &long_digits,
+        ] {
             validate::name("name", &node_name_from_hostname(h)).unwrap();
         }
     }
 
     #[test]
     fn agent_states_map_to_statuses() {
-        assert_eq!(state_to_status(pb::InstanceState::Running as i32), Some("running"));
-        assert_eq!(state_to_status(pb::InstanceState::Failed as i32), Some("failed"));
+        assert_eq!(
+            state_to_status(pb::InstanceState::Running as i32),
+            Some("running")
+        );
+        assert_eq!(
+            state_to_status(pb::InstanceState::Failed as i32),
+            Some("failed")
+        );
         assert_eq!(state_to_status(0), None);
         assert_eq!(state_to_status(99), None);
     }

@@ -20,7 +20,13 @@ pub fn name(field: &str, s: &str) -> Result<()> {
         && s.len() <= MAX_NAME_LEN
         && s.as_bytes()[0].is_ascii_lowercase()
         && !s.ends_with('-')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok && uuid::Uuid::parse_str(s).is_ok() {
+        return Err(Error::Invalid(format!(
+            "{field}: {s:?} looks like an id; names must not be UUIDs (they would be ambiguous in paths)"
+        )));
+    }
     if ok {
         Ok(())
     } else {
@@ -64,10 +70,17 @@ pub fn create_instance(req: &CreateInstanceRequest) -> Result<()> {
         )));
     }
     if req.command.iter().any(|a| a.contains('\0')) {
-        return Err(Error::Invalid("command: arguments must not contain NUL bytes".into()));
+        return Err(Error::Invalid(
+            "command: arguments must not contain NUL bytes".into(),
+        ));
     }
     if req.env.len() > MAX_ENV_VARS
-        || req.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_ENV_BYTES
+        || req
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+            > MAX_ENV_BYTES
     {
         return Err(Error::Invalid(format!(
             "env: at most {MAX_ENV_VARS} variables and {MAX_ENV_BYTES} bytes"
@@ -83,7 +96,9 @@ pub fn create_instance(req: &CreateInstanceRequest) -> Result<()> {
             )));
         }
         if v.contains('\0') {
-            return Err(Error::Invalid(format!("env.{k}: value must not contain NUL bytes")));
+            return Err(Error::Invalid(format!(
+                "env.{k}: value must not contain NUL bytes"
+            )));
         }
     }
     Ok(())
@@ -94,8 +109,10 @@ mod tests {
     use super::*;
 
     fn req() -> CreateInstanceRequest {
-        serde_json::from_str(r#"{"name":"web","image":"local/busybox:latest","cpu_millis":250,"memory_mb":64}"#)
-            .unwrap()
+        serde_json::from_str(
+            r#"{"name":"web","image":"local/busybox:latest","cpu_millis":250,"memory_mb":64}"#,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -108,7 +125,16 @@ mod tests {
         for ok in ["web", "a", "web-1", "x2"] {
             name("name", ok).unwrap();
         }
-        for bad in ["", "Web", "1web", "web-", "we_b", "web.1", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Web",
+            "1web",
+            "web-",
+            "we_b",
+            "web.1",
+            &"a".repeat(64),
+            "abcdef01-2345-6789-abcd-ef0123456789",
+        ] {
             let err = name("name", bad).unwrap_err().to_string();
             assert!(err.starts_with("name:"), "{err}");
         }
@@ -124,9 +150,12 @@ mod tests {
             ("cpu_millis", Box::new(|r| r.cpu_millis = u64::MAX)),
             ("memory_mb", Box::new(|r| r.memory_mb = 1)),
             ("memory_mb", Box::new(|r| r.memory_mb = u64::MAX)),
-            ("env", Box::new(|r| {
-                r.env.insert("1BAD".into(), "x".into());
-            })),
+            (
+                "env",
+                Box::new(|r| {
+                    r.env.insert("1BAD".into(), "x".into());
+                }),
+            ),
             ("command", Box::new(|r| r.command = vec!["x".into(); 1000])),
             ("name", Box::new(|r| r.name = Some("Bad Name".into()))),
         ];

@@ -12,17 +12,21 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Bumps the generation of the node an instance is placed on, inside the open transaction
-/// `$tx`; evaluates to `Option<i64>` (`None` when the instance has no node).
-macro_rules! bump_generation_of_instance_node {
-    ($tx:ident, $id:expr) => {{
-        let row: Option<(i64,)> = sqlx::query_as(
+/// `$tx`, and evaluates to `Option<(generation, node status)>` (`None` when the instance has no
+/// node or does not exist). Taking the node row first serialises this transaction with a
+/// concurrent mark-down of the same node (which also starts with the node row).
+macro_rules! bump_node_of_instance {
+    ($tx:ident, $project:expr, $id:expr) => {{
+        let row: Option<(i64, String)> = sqlx::query_as(
             "UPDATE nodes SET generation = generation + 1
-             WHERE id = (SELECT node_id FROM instances WHERE id = $1) RETURNING generation",
+             WHERE id = (SELECT node_id FROM instances WHERE project_id = $1 AND id = $2)
+             RETURNING generation, status",
         )
+        .bind($project.0)
         .bind($id.0)
         .fetch_optional(&mut *$tx)
         .await?;
-        row.map(|r| r.0)
+        row
     }};
 }
 
@@ -145,7 +149,11 @@ impl Store {
         })
     }
 
-    pub async fn instance_get(&self, project: ProjectId, id: InstanceId) -> StoreResult<InstanceRecord> {
+    pub async fn instance_get(
+        &self,
+        project: ProjectId,
+        id: InstanceId,
+    ) -> StoreResult<InstanceRecord> {
         on_pool!(self, p => Ok(sqlx::query_as(select_instances!("WHERE i.project_id = $1 AND i.id = $2"))
             .bind(project.0)
             .bind(id.0)
@@ -153,7 +161,11 @@ impl Store {
             .await?))
     }
 
-    pub async fn instance_get_by_name(&self, project: ProjectId, name: &str) -> StoreResult<InstanceRecord> {
+    pub async fn instance_get_by_name(
+        &self,
+        project: ProjectId,
+        name: &str,
+    ) -> StoreResult<InstanceRecord> {
         on_pool!(self, p => Ok(sqlx::query_as(select_instances!("WHERE i.project_id = $1 AND i.name = $2"))
             .bind(project.0)
             .bind(name)
@@ -187,7 +199,8 @@ impl Store {
     }
 
     /// Records a user's start/stop: sets the desired run state and the transitional status,
-    /// bumping the node's generation. `Conflict` when the instance is being deleted.
+    /// bumping the node's generation. `Conflict` when the instance is being deleted or its node
+    /// is down; `NotFound` when it does not exist.
     pub async fn instance_set_desired(
         &self,
         project: ProjectId,
@@ -197,7 +210,10 @@ impl Store {
     ) -> StoreResult<()> {
         let now = Utc::now();
         in_tx!(self, tx => {
-            let generation = bump_generation_of_instance_node!(tx, id);
+            let node = bump_node_of_instance!(tx, project, id);
+            if node.as_ref().is_some_and(|(_, status)| status == "down") {
+                return Err(StoreError::Conflict);
+            }
             let done = sqlx::query(
                 "UPDATE instances SET desired_state = $3, status = $4, status_reason = NULL,
                     exit_code = NULL, change_generation = COALESCE($5, change_generation), updated_at = $6
@@ -207,13 +223,18 @@ impl Store {
             .bind(id.0)
             .bind(desired)
             .bind(status)
-            .bind(generation)
+            .bind(node.map(|(generation, _)| generation))
             .bind(now)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if done == 0 {
-                return Err(StoreError::Conflict);
+                let exists: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM instances WHERE project_id = $1 AND id = $2")
+                    .bind(project.0)
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Err(if exists.is_some() { StoreError::Conflict } else { StoreError::NotFound });
             }
             Ok(())
         })
@@ -222,48 +243,41 @@ impl Store {
     /// Starts deleting an instance. An instance with no node, or on a node that is down, is
     /// deleted at once (a down node's agent removes it when it returns, since it is no longer
     /// desired); otherwise it becomes `deleting` until the agent confirms.
-    pub async fn instance_delete(&self, project: ProjectId, id: InstanceId) -> StoreResult<DeleteOutcome> {
+    pub async fn instance_delete(
+        &self,
+        project: ProjectId,
+        id: InstanceId,
+    ) -> StoreResult<DeleteOutcome> {
         let now = Utc::now();
         in_tx!(self, tx => {
-            let node: Option<(Option<Uuid>, Option<String>)> = sqlx::query_as(
-                "SELECT i.node_id, n.status FROM instances i LEFT JOIN nodes n ON n.id = i.node_id
-                 WHERE i.project_id = $1 AND i.id = $2",
-            )
-            .bind(project.0)
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((node_id, node_status)) = node else {
-                return Err(StoreError::NotFound);
-            };
-            let live_node = node_id.is_some() && node_status.as_deref() != Some("down");
-            if !live_node {
-                sqlx::query("DELETE FROM instances WHERE project_id = $1 AND id = $2")
+            match bump_node_of_instance!(tx, project, id) {
+                Some((generation, node_status)) if node_status != "down" => {
+                    sqlx::query(
+                        "UPDATE instances SET status = 'deleting', status_reason = NULL,
+                            change_generation = $3, updated_at = $4
+                         WHERE project_id = $1 AND id = $2",
+                    )
                     .bind(project.0)
                     .bind(id.0)
+                    .bind(generation)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                if let Some(node_id) = node_id {
-                    sqlx::query("UPDATE nodes SET generation = generation + 1 WHERE id = $1")
-                        .bind(node_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    Ok(DeleteOutcome::Deleting)
                 }
-                return Ok(DeleteOutcome::Deleted);
+                _ => {
+                    let done = sqlx::query("DELETE FROM instances WHERE project_id = $1 AND id = $2")
+                        .bind(project.0)
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if done == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(DeleteOutcome::Deleted)
+                }
             }
-            let generation = bump_generation_of_instance_node!(tx, id);
-            sqlx::query(
-                "UPDATE instances SET status = 'deleting', status_reason = NULL,
-                    change_generation = COALESCE($3, change_generation), updated_at = $4
-                 WHERE project_id = $1 AND id = $2",
-            )
-            .bind(project.0)
-            .bind(id.0)
-            .bind(generation)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            Ok(DeleteOutcome::Deleting)
         })
     }
 
@@ -326,4 +340,3 @@ impl Store {
         .await?))
     }
 }
-

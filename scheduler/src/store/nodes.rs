@@ -186,9 +186,28 @@ impl Store {
         Ok(done > 0)
     }
 
-    pub async fn node_set_applied_generation(&self, id: NodeId, generation: u64) -> StoreResult<()> {
+    /// When an agent has applied a generation the store has not reached (a restored
+    /// database), moves the store's generation past it; returns whether it moved.
+    pub async fn node_raise_generation(&self, id: NodeId, applied: u64) -> StoreResult<bool> {
+        let done = on_pool!(self, p => sqlx::query(
+            "UPDATE nodes SET generation = $2 + 1 WHERE id = $1 AND generation < $2",
+        )
+        .bind(id.0)
+        .bind(super::to_i64(applied))
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(done > 0)
+    }
+
+    /// Records the generation the agent reports as applied (never moves backwards).
+    pub async fn node_set_applied_generation(
+        &self,
+        id: NodeId,
+        generation: u64,
+    ) -> StoreResult<()> {
         on_pool!(self, p => {
-            sqlx::query("UPDATE nodes SET applied_generation = $2 WHERE id = $1 AND applied_generation <> $2")
+            sqlx::query("UPDATE nodes SET applied_generation = $2 WHERE id = $1 AND applied_generation < $2")
                 .bind(id.0)
                 .bind(super::to_i64(generation))
                 .execute(p)
@@ -198,7 +217,10 @@ impl Store {
     }
 
     /// Persists heartbeat times collected in memory (one statement per node, one transaction).
-    pub async fn node_record_heartbeats(&self, beats: &[(NodeId, DateTime<Utc>)]) -> StoreResult<()> {
+    pub async fn node_record_heartbeats(
+        &self,
+        beats: &[(NodeId, DateTime<Utc>)],
+    ) -> StoreResult<()> {
         if beats.is_empty() {
             return Ok(());
         }

@@ -18,26 +18,37 @@ impl PgScratch {
             if std::env::var("THECLOUD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
                 panic!("THECLOUD_REQUIRE_POSTGRES=1 but THECLOUD_TEST_DATABASE_URL is not set");
             }
-            eprintln!("skipping the PostgreSQL half of this test: THECLOUD_TEST_DATABASE_URL is not set (./scripts/test.sh sets it)");
+            eprintln!(
+                "skipping the PostgreSQL half of this test: THECLOUD_TEST_DATABASE_URL is not set (./scripts/test.sh sets it)"
+            );
             return None;
         };
         let name = format!("thecloud_t_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPool::connect(&admin_url).await.expect("connect to the test PostgreSQL server");
+        let admin = PgPool::connect(&admin_url)
+            .await
+            .expect("connect to the test PostgreSQL server");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin)
             .await
             .expect("create a scratch database");
         admin.close().await;
-        let (base, _) = admin_url.rsplit_once('/').expect("database URL with a path");
-        let store = Store::connect(&format!("{base}/{name}")).await.expect("connect scratch db");
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("database URL with a path");
+        let store = Store::connect(&format!("{base}/{name}"))
+            .await
+            .expect("connect scratch db");
         Some((Self { admin_url, name }, store))
     }
 
     async fn drop_db(self) {
         if let Ok(admin) = PgPool::connect(&self.admin_url).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-                .execute(&admin)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin)
+            .await;
             admin.close().await;
         }
     }
@@ -50,7 +61,9 @@ where
     Fut: Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&Store::sqlite_url_for(dir.path())).await.unwrap();
+    let sqlite = Store::connect(&Store::sqlite_url_for(dir.path()))
+        .await
+        .unwrap();
     f(sqlite.clone()).await;
     sqlite.close().await;
     if let Some((scratch, pg)) = PgScratch::create().await {
@@ -63,7 +76,11 @@ where
 async fn enroll(store: &Store, name: &str) -> NodeId {
     let token = format!("tok-{}", uuid::Uuid::new_v4());
     store
-        .join_token_insert(&NewJoinToken { token_hash: token.clone().into_bytes(), is_bootstrap: false, expires_at: None })
+        .join_token_insert(&NewJoinToken {
+            token_hash: token.clone().into_bytes(),
+            is_bootstrap: false,
+            expires_at: None,
+        })
         .await
         .unwrap();
     let id = NodeId::new();
@@ -103,7 +120,10 @@ fn new_instance(project: ProjectId, name: &str, cpu: u64, mem: u64) -> NewInstan
 
 async fn ready_node(store: &Store, name: &str) -> (NodeId, i64) {
     let id = enroll(store, name).await;
-    store.node_update_facts(id, &facts(2000, 4096)).await.unwrap();
+    store
+        .node_update_facts(id, &facts(2000, 4096))
+        .await
+        .unwrap();
     let generation = store.node_get(id).await.unwrap().node.generation;
     (id, generation)
 }
@@ -111,10 +131,13 @@ async fn ready_node(store: &Store, name: &str) -> (NodeId, i64) {
 #[test]
 fn migrations_are_in_step_for_both_databases() {
     let names = |dir: &str| {
-        let mut v: Vec<String> = std::fs::read_dir(format!("{}/../migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> = std::fs::read_dir(format!(
+            "{}/../migrations/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
         v.sort();
         v
     };
@@ -126,18 +149,33 @@ async fn join_tokens_are_single_use_and_enrollment_is_atomic() {
     on_both(|store| async move {
         let token = b"hash-of-token".to_vec();
         store
-            .join_token_insert(&NewJoinToken { token_hash: token.clone(), is_bootstrap: true, expires_at: None })
+            .join_token_insert(&NewJoinToken {
+                token_hash: token.clone(),
+                is_bootstrap: true,
+                expires_at: None,
+            })
             .await
             .unwrap();
         assert!(store.join_token_is_usable(&token).await.unwrap());
         let first = NodeId::new();
         // A name clash leaves the token unused.
         let taken = enroll(&store, "taken").await;
-        let err = store.join_token_consume_and_insert_node(&token, first, "taken", "h", "s").await.unwrap_err();
+        let err = store
+            .join_token_consume_and_insert_node(&token, first, "taken", "h", "s")
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Duplicate), "{err:?}");
         assert!(store.join_token_is_usable(&token).await.unwrap());
-        assert!(store.join_token_consume_and_insert_node(&token, first, "n1", "h", "s").await.unwrap());
-        let err = store.join_token_consume_and_insert_node(&token, NodeId::new(), "n2", "h", "s").await.unwrap_err();
+        assert!(
+            store
+                .join_token_consume_and_insert_node(&token, first, "n1", "h", "s")
+                .await
+                .unwrap()
+        );
+        let err = store
+            .join_token_consume_and_insert_node(&token, NodeId::new(), "n2", "h", "s")
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::NotFound), "{err:?}");
         assert!(!store.join_token_is_usable(&token).await.unwrap());
         // Expired tokens are refused.
@@ -151,7 +189,9 @@ async fn join_tokens_are_single_use_and_enrollment_is_atomic() {
             .await
             .unwrap();
         assert!(matches!(
-            store.join_token_consume_and_insert_node(&old, NodeId::new(), "n3", "h", "s").await,
+            store
+                .join_token_consume_and_insert_node(&old, NodeId::new(), "n3", "h", "s")
+                .await,
             Err(StoreError::NotFound)
         ));
         let node = store.node_get(first).await.unwrap();
@@ -174,11 +214,25 @@ async fn hello_makes_a_node_ready_and_lists_page_in_id_order() {
         assert_eq!(n.node.cpu_millis, 2000);
         assert_eq!(n.node.labels.0.get("zone").map(String::as_str), Some("a"));
         let page1 = store.node_list(None, 2).await.unwrap();
-        let page2 = store.node_list(Some(page1[1].node.id.into()), 2).await.unwrap();
-        let page3 = store.node_list(Some(page2[1].node.id.into()), 2).await.unwrap();
-        let seen: Vec<NodeId> = page1.iter().chain(&page2).chain(&page3).map(|n| n.node.id.into()).collect();
+        let page2 = store
+            .node_list(Some(page1[1].node.id.into()), 2)
+            .await
+            .unwrap();
+        let page3 = store
+            .node_list(Some(page2[1].node.id.into()), 2)
+            .await
+            .unwrap();
+        let seen: Vec<NodeId> = page1
+            .iter()
+            .chain(&page2)
+            .chain(&page3)
+            .map(|n| n.node.id.into())
+            .collect();
         assert_eq!(seen, ids);
-        assert!(matches!(store.node_update_facts(NodeId::new(), &facts(1, 1)).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.node_update_facts(NodeId::new(), &facts(1, 1)).await,
+            Err(StoreError::NotFound)
+        ));
     })
     .await;
 }
@@ -193,10 +247,16 @@ async fn placement_writes_are_guarded_by_node_generation() {
             store.instance_insert_placed(&a, node, generation + 7).await,
             Err(StoreError::Conflict)
         ));
-        store.instance_insert_placed(&a, node, generation).await.unwrap();
+        store
+            .instance_insert_placed(&a, node, generation)
+            .await
+            .unwrap();
         // The generation moved: a plan made on the old snapshot must re-plan.
         let b = new_instance(project, "b", 500, 512);
-        assert!(matches!(store.instance_insert_placed(&b, node, generation).await, Err(StoreError::Conflict)));
+        assert!(matches!(
+            store.instance_insert_placed(&b, node, generation).await,
+            Err(StoreError::Conflict)
+        ));
         let now = store.node_get(node).await.unwrap();
         assert_eq!(now.node.generation, generation + 1);
         assert_eq!(now.alloc_cpu_millis, Some(500));
@@ -204,21 +264,35 @@ async fn placement_writes_are_guarded_by_node_generation() {
         // A duplicate name writes nothing, not even the generation bump.
         let dup = new_instance(project, "a", 1, 6);
         assert!(matches!(
-            store.instance_insert_placed(&dup, node, now.node.generation).await,
+            store
+                .instance_insert_placed(&dup, node, now.node.generation)
+                .await,
             Err(StoreError::Duplicate)
         ));
-        assert_eq!(store.node_get(node).await.unwrap().node.generation, now.node.generation);
+        assert_eq!(
+            store.node_get(node).await.unwrap().node.generation,
+            now.node.generation
+        );
         // The same name is fine in another project.
         let other = store.project_ensure("other").await.unwrap();
-        store.instance_insert_placed(&new_instance(other, "a", 1, 6), node, now.node.generation).await.unwrap();
+        store
+            .instance_insert_placed(&new_instance(other, "a", 1, 6), node, now.node.generation)
+            .await
+            .unwrap();
         let got = store.instance_get_by_name(project, "a").await.unwrap();
         assert_eq!(got.status, "scheduled");
         assert_eq!(got.node_name.as_deref(), Some("n"));
         assert_eq!(got.command.0.len(), 3);
         assert_eq!(got.change_generation, generation + 1);
         // Project isolation in the query itself.
-        assert!(matches!(store.instance_get(other, got.id.into()).await, Err(StoreError::NotFound)));
-        assert_eq!(store.instance_list(project, None, 10).await.unwrap().len(), 1);
+        assert!(matches!(
+            store.instance_get(other, got.id.into()).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(
+            store.instance_list(project, None, 10).await.unwrap().len(),
+            1
+        );
         assert_eq!(store.instance_list_by_node(node).await.unwrap().len(), 2);
     })
     .await;
@@ -230,7 +304,10 @@ async fn observations_older_than_the_last_change_are_ignored() {
         let project = store.project_ensure("p").await.unwrap();
         let (node, generation) = ready_node(&store, "n").await;
         let inst = new_instance(project, "web", 100, 64);
-        store.instance_insert_placed(&inst, node, generation).await.unwrap();
+        store
+            .instance_insert_placed(&inst, node, generation)
+            .await
+            .unwrap();
         let running = InstanceUpdate {
             status: "running".into(),
             status_reason: None,
@@ -239,17 +316,46 @@ async fn observations_older_than_the_last_change_are_ignored() {
             exit_code: None,
         };
         let applied = u64::try_from(generation).unwrap();
-        assert!(!store.instance_apply_observation(node, inst.id, applied, &running).await.unwrap());
-        assert!(store.instance_apply_observation(node, inst.id, applied + 1, &running).await.unwrap());
+        assert!(
+            !store
+                .instance_apply_observation(node, inst.id, applied, &running)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .instance_apply_observation(node, inst.id, applied + 1, &running)
+                .await
+                .unwrap()
+        );
         // Another node cannot report on it.
-        assert!(!store.instance_apply_observation(NodeId::new(), inst.id, 999, &running).await.unwrap());
-        store.instance_set_desired(project, inst.id, "stopped", "stopping").await.unwrap();
+        assert!(
+            !store
+                .instance_apply_observation(NodeId::new(), inst.id, 999, &running)
+                .await
+                .unwrap()
+        );
+        store
+            .instance_set_desired(project, inst.id, "stopped", "stopping")
+            .await
+            .unwrap();
         let r = store.instance_get(project, inst.id).await.unwrap();
-        assert_eq!((r.desired_state.as_str(), r.status.as_str()), ("stopped", "stopping"));
+        assert_eq!(
+            (r.desired_state.as_str(), r.status.as_str()),
+            ("stopped", "stopping")
+        );
         assert_eq!(r.change_generation, generation + 2);
         // A stale "running" report does not undo the stop request.
-        assert!(!store.instance_apply_observation(node, inst.id, applied + 1, &running).await.unwrap());
-        assert_eq!(store.instance_get(project, inst.id).await.unwrap().status, "stopping");
+        assert!(
+            !store
+                .instance_apply_observation(node, inst.id, applied + 1, &running)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.instance_get(project, inst.id).await.unwrap().status,
+            "stopping"
+        );
     })
     .await;
 }
@@ -261,28 +367,62 @@ async fn deletion_waits_for_the_agent_unless_the_node_is_down() {
         let (node, generation) = ready_node(&store, "n").await;
         let a = new_instance(project, "a", 100, 64);
         let b = new_instance(project, "b", 100, 64);
-        store.instance_insert_placed(&a, node, generation).await.unwrap();
-        store.instance_insert_placed(&b, node, generation + 1).await.unwrap();
-        assert_eq!(store.instance_delete(project, a.id).await.unwrap(), DeleteOutcome::Deleting);
-        let del_gen = store.instance_get(project, a.id).await.unwrap().change_generation;
+        store
+            .instance_insert_placed(&a, node, generation)
+            .await
+            .unwrap();
+        store
+            .instance_insert_placed(&b, node, generation + 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.instance_delete(project, a.id).await.unwrap(),
+            DeleteOutcome::Deleting
+        );
+        let del_gen = store
+            .instance_get(project, a.id)
+            .await
+            .unwrap()
+            .change_generation;
         assert!(matches!(
-            store.instance_set_desired(project, a.id, "running", "starting").await,
+            store
+                .instance_set_desired(project, a.id, "running", "starting")
+                .await,
             Err(StoreError::Conflict)
         ));
         let applied = u64::try_from(del_gen).unwrap();
-        assert!(!store.instance_confirm_deleted(node, a.id, applied - 1).await.unwrap());
-        assert!(store.instance_confirm_deleted(node, a.id, applied).await.unwrap());
-        assert!(matches!(store.instance_get(project, a.id).await, Err(StoreError::NotFound)));
+        assert!(
+            !store
+                .instance_confirm_deleted(node, a.id, applied - 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .instance_confirm_deleted(node, a.id, applied)
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            store.instance_get(project, a.id).await,
+            Err(StoreError::NotFound)
+        ));
         // Down node: instances become lost; deleting then is immediate.
         assert!(store.node_mark_down(node, "no heartbeats").await.unwrap());
         assert!(!store.node_mark_down(node, "no heartbeats").await.unwrap());
         let lost = store.instance_get(project, b.id).await.unwrap();
         assert_eq!(lost.status, "lost");
         assert_eq!(lost.status_reason.as_deref(), Some("no heartbeats"));
-        assert_eq!(store.instance_delete(project, b.id).await.unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(
+            store.instance_delete(project, b.id).await.unwrap(),
+            DeleteOutcome::Deleted
+        );
         assert!(store.node_set_ready_if_down(node).await.unwrap());
         assert!(!store.node_set_ready_if_down(node).await.unwrap());
-        assert!(matches!(store.instance_delete(project, b.id).await, Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.instance_delete(project, b.id).await,
+            Err(StoreError::NotFound)
+        ));
     })
     .await;
 }
@@ -302,7 +442,10 @@ async fn keys_projects_counts_and_heartbeats() {
             is_admin: true,
         };
         store.api_key_insert(&key).await.unwrap();
-        assert!(matches!(store.api_key_insert(&key).await, Err(StoreError::Duplicate)));
+        assert!(matches!(
+            store.api_key_insert(&key).await,
+            Err(StoreError::Duplicate)
+        ));
         let got = store.api_key_get_by_prefix("abcdef012345").await.unwrap();
         assert_eq!(got.secret_hash, vec![1, 2, 3]);
         assert!(got.is_admin);
@@ -310,10 +453,22 @@ async fn keys_projects_counts_and_heartbeats() {
         let (node, _) = ready_node(&store, "n").await;
         let at = Utc::now();
         store.node_record_heartbeats(&[(node, at)]).await.unwrap();
-        let hb = store.node_get(node).await.unwrap().node.last_heartbeat_at.unwrap();
+        let hb = store
+            .node_get(node)
+            .await
+            .unwrap()
+            .node
+            .last_heartbeat_at
+            .unwrap();
         assert!((hb - at).num_milliseconds().abs() < 2);
         let counts = store.node_count_by_status().await.unwrap();
-        assert_eq!(counts, vec![StatusCount { status: "ready".into(), count: 1 }]);
+        assert_eq!(
+            counts,
+            vec![StatusCount {
+                status: "ready".into(),
+                count: 1
+            }]
+        );
         store.ping().await.unwrap();
     })
     .await;
@@ -321,6 +476,13 @@ async fn keys_projects_counts_and_heartbeats() {
 
 #[test]
 fn urls_are_redacted() {
-    assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+    assert_eq!(
+        redact_url("postgres://u:secret@h:5432/db"),
+        "postgres://u:***@h:5432/db"
+    );
     assert_eq!(redact_url("sqlite:///x/y.db"), "sqlite:///x/y.db");
+    assert_eq!(
+        redact_url("postgres://u@h/db?sslmode=require&password=hunter2&sslpassword=x"),
+        "postgres://u@h/db?sslmode=require&password=***&sslpassword=***"
+    );
 }

@@ -11,7 +11,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "cloud-bench", about = "Benchmarks of The Cloud against plain Docker on this machine")]
+#[command(
+    name = "cloud-bench",
+    about = "Benchmarks of The Cloud against plain Docker on this machine"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,12 +43,24 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Launch { api_url, api_key, count, image, docker } => launch(&api_url, &api_key, count, &image, &docker).await,
+        Cmd::Launch {
+            api_url,
+            api_key,
+            count,
+            image,
+            docker,
+        } => launch(&api_url, &api_key, count, &image, &docker).await,
         Cmd::Rss => rss(),
     }
 }
 
-async fn launch(url: &str, key: &str, count: usize, image: &str, docker: &str) -> anyhow::Result<()> {
+async fn launch(
+    url: &str,
+    key: &str,
+    count: usize,
+    image: &str,
+    docker: &str,
+) -> anyhow::Result<()> {
     let client = Client::new(url, Some(key.to_string()))?;
     let mut ours = Vec::with_capacity(count);
     let mut base = Vec::with_capacity(count);
@@ -55,11 +70,19 @@ async fn launch(url: &str, key: &str, count: usize, image: &str, docker: &str) -
     for i in 0..count {
         ours.push(once_api(&client, image, &format!("bench-{i}")).await?);
         base.push(once_docker(docker, image)?);
-        eprintln!("run {:>2}/{count}: api {:>7.1} ms   docker run {:>7.1} ms", i + 1, ms(ours[i]), ms(base[i]));
+        eprintln!(
+            "run {:>2}/{count}: api {:>7.1} ms   docker run {:>7.1} ms",
+            i + 1,
+            ms(ours[i]),
+            ms(base[i])
+        );
     }
     println!("POST /v1/instances -> running : {}", summary(&mut ours));
     println!("docker run -d (baseline)      : {}", summary(&mut base));
-    println!("ratio of medians (api/docker) : {:.2}", ms(median(&ours)) / ms(median(&base)));
+    println!(
+        "ratio of medians (api/docker) : {:.2}",
+        ms(median(&ours)) / ms(median(&base))
+    );
     Ok(())
 }
 
@@ -104,10 +127,16 @@ async fn once_api(client: &Client, image: &str, name: &str) -> anyhow::Result<Du
 fn once_docker(docker: &str, image: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let out = Command::new(docker)
-        .args(["run", "-d", "--memory", "32m", "--cpus", "0.1", image, "sleep", "3600"])
+        .args([
+            "run", "-d", "--memory", "32m", "--cpus", "0.1", image, "sleep", "3600",
+        ])
         .output()?;
     let elapsed = started.elapsed();
-    anyhow::ensure!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "docker run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     Command::new(docker).args(["rm", "-f", &id]).output()?;
     Ok(elapsed)
@@ -141,7 +170,9 @@ fn rss() -> anyhow::Result<()> {
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
         let path = entry.path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
         let comm = comm.trim();
         if comm != "cloud-agent" && comm != "cloud-scheduler" {
             continue;
@@ -152,9 +183,16 @@ fn rss() -> anyhow::Result<()> {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0);
-        println!("{comm:<16} pid {:>7}  RSS {:.1} MiB", entry.file_name().to_string_lossy(), rss_kb as f64 / 1024.0);
+        println!(
+            "{comm:<16} pid {:>7}  RSS {:.1} MiB",
+            entry.file_name().to_string_lossy(),
+            rss_kb as f64 / 1024.0
+        );
         found = true;
     }
-    anyhow::ensure!(found, "no cloud-agent or cloud-scheduler process is running");
+    anyhow::ensure!(
+        found,
+        "no cloud-agent or cloud-scheduler process is running"
+    );
     Ok(())
 }
