@@ -1,6 +1,8 @@
 //! The `cloud` binary against a live scheduler (in this process) with an agent over the fake
 //! runtime: the commands a user types, their exit codes and what they print.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
+
 use cloud_tests::{Cluster, wait_for};
 use std::path::Path;
 use std::process::Output;

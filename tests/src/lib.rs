@@ -1,6 +1,9 @@
 //! Shared harness of the end-to-end tests: an in-process scheduler on ephemeral ports with a
 //! temporary data dir, agents (real code) attached to it, and polling helpers.
 
+// Test support: a failed setup step should stop the test at once with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cloud_api::Client;
 use cloud_scheduler::{Config, Running};
 use std::future::Future;

@@ -1,6 +1,8 @@
 //! The public contract through real HTTP: authentication, the error envelope with the right
 //! status and a message naming the field, request ids, and that bad input writes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
+
 use cloud_api::{ErrorCode, ErrorEnvelope, InstanceStatus, Method};
 use cloud_tests::{Cluster, busybox};
 

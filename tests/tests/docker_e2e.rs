@@ -2,6 +2,8 @@
 //! `local/busybox:latest` (built by ./scripts/test.sh). Every agent here has its own node id,
 //! so these tests never touch containers they did not create.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
+
 use bollard::Docker;
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
 use cloud_api::{InstanceStatus, RestartPolicy};

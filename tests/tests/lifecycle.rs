@@ -2,6 +2,8 @@
 //! the in-memory fake runtime: placement, start/stop/delete, node failure and return, fencing,
 //! scheduler restart, failures surfaced as `failed` with a reason.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
+
 use cloud_api::{InstanceStatus, NodeStatus, RestartPolicy, RunState};
 use cloud_tests::{Cluster, busybox, wait_for};
 use std::sync::Arc;

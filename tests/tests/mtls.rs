@@ -2,6 +2,8 @@
 //! tokens, missing client certificates, certificates from another CA, and clients that do
 //! not trust the scheduler.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
+
 use cloud_proto::v1 as pb;
 use cloud_proto::v1::agent_service_client::AgentServiceClient;
 use cloud_tests::Cluster;
