@@ -290,3 +290,44 @@ pub fn busybox(name: &str, command: &[&str]) -> cloud_api::CreateInstanceRequest
         restart_policy: cloud_api::RestartPolicy::Always,
     }
 }
+
+/// A throwaway PostgreSQL database for one test, from `THECLOUD_TEST_DATABASE_URL`; `None`
+/// (with the reason printed) when that is not set, unless `THECLOUD_REQUIRE_POSTGRES=1`.
+pub async fn postgres_scratch_url() -> Option<String> {
+    let Ok(admin_url) = std::env::var("THECLOUD_TEST_DATABASE_URL") else {
+        if std::env::var("THECLOUD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!("THECLOUD_REQUIRE_POSTGRES=1 but THECLOUD_TEST_DATABASE_URL is not set");
+        }
+        eprintln!("skipping: THECLOUD_TEST_DATABASE_URL is not set (./scripts/test.sh sets it)");
+        return None;
+    };
+    let name = format!("thecloud_e2e_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .expect("create scratch database");
+    admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
+    Some(format!("{base}/{name}"))
+}
+
+/// Drops a database made by `postgres_scratch_url`.
+pub async fn postgres_drop(url: &str) {
+    let (Ok(admin_url), Some((_, name))) = (
+        std::env::var("THECLOUD_TEST_DATABASE_URL"),
+        url.rsplit_once('/'),
+    ) else {
+        return;
+    };
+    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+    }
+}

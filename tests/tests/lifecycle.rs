@@ -296,3 +296,36 @@ async fn agents_only_touch_their_own_containers() {
             .all(|ct| ct.label("thecloud.node-id") == Some(b.node_id()))
     );
 }
+
+#[tokio::test]
+async fn the_platform_runs_on_postgresql_and_survives_a_restart() {
+    let Some(url) = cloud_tests::postgres_scratch_url().await else {
+        return;
+    };
+    let db = url.clone();
+    let mut c = Cluster::start_with(move |cfg| cfg.database_url = Some(db)).await;
+    assert_eq!(c.running().app.store.driver_name(), "postgres");
+    let node = c.fake_node("pg-node").await;
+    let client = c.client();
+    let created = client
+        .instance_create(&busybox("web", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    c.wait_instance("web", InstanceStatus::Running).await;
+    client.instance_stop("web").await.unwrap();
+    c.wait_instance("web", InstanceStatus::Stopped).await;
+
+    c.stop_scheduler().await;
+    c.start_scheduler().await;
+    c.wait_node_ready("pg-node").await;
+    let client = c.client();
+    assert_eq!(client.instance_get("web").await.unwrap().id, created.id);
+    client.instance_start("web").await.unwrap();
+    c.wait_instance("web", InstanceStatus::Running).await;
+    client.instance_delete("web").await.unwrap();
+    c.wait_instance_gone("web").await;
+    assert!(node.runtime.containers().is_empty());
+    node.agent.abort();
+    c.stop_scheduler().await;
+    cloud_tests::postgres_drop(&url).await;
+}
