@@ -32,6 +32,9 @@ pub struct SessionTiming {
     pub backoff_cap: Duration,
     /// A session that lasted longer than this resets the backoff.
     pub backoff_reset_after: Duration,
+    /// How often the session re-checks the container runtime and re-announces the node's
+    /// drivers when that changed.
+    pub facts_recheck: Duration,
 }
 
 impl Default for SessionTiming {
@@ -44,6 +47,7 @@ impl Default for SessionTiming {
             backoff_base: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(10),
             backoff_reset_after: Duration::from_secs(30),
+            facts_recheck: Duration::from_secs(15),
         }
     }
 }

@@ -199,6 +199,7 @@ async fn run_session(
     let mut client = AgentServiceClient::new(channel);
     let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(OUT_CAPACITY);
     let hello = ctx.hello().await;
+    let mut drivers = hello.drivers.clone();
     tracing::info!(scheduler = %ctx.addr.authority, node_id = %id.node_id, applied_generation = hello.applied_generation, drivers = ?hello.drivers, "opening session");
     out_tx
         .send(msg(agent_message::Msg::Hello(hello)))
@@ -269,6 +270,20 @@ async fn run_session(
                 state.send_observed(false).await?;
             }
             _ = state.resend.tick() => state.send_observed(true).await?,
+            _ = state.facts.tick() => {
+                // Re-announce the node when its runtime came up or went away, so placement
+                // follows what the node can really run.
+                let up = matches!(
+                    tokio::time::timeout(Duration::from_secs(2), ctx.runtime.ping()).await,
+                    Ok(Ok(()))
+                );
+                if up != !drivers.is_empty() {
+                    let hello = ctx.hello().await;
+                    tracing::info!(drivers = ?hello.drivers, "container runtime availability changed; updating node facts");
+                    drivers = hello.drivers.clone();
+                    state.send(msg(agent_message::Msg::Hello(hello))).await?;
+                }
+            }
             Some(done) = state.tasks.join_next() => state.task_done(done),
         }
     }
@@ -281,6 +296,8 @@ struct SessionState<'a> {
     heartbeat: tokio::time::Interval,
     telemetry: tokio::time::Interval,
     resend: tokio::time::Interval,
+    /// Re-checks the node's facts (driver availability).
+    facts: tokio::time::Interval,
     observed_rx: watch::Receiver<Option<Arc<ObservedState>>>,
     last_sent: Option<Arc<ObservedState>>,
     /// Log streams return `Some(request_id)`, telemetry returns `None`.
@@ -298,6 +315,7 @@ impl<'a> SessionState<'a> {
             heartbeat: interval(t.default_heartbeat),
             telemetry: interval(t.default_telemetry),
             resend: interval_at(Instant::now() + t.observed_resend, t.observed_resend),
+            facts: interval_at(Instant::now() + t.facts_recheck, t.facts_recheck),
             observed_rx: ctx.observed_rx.clone(),
             last_sent: None,
             tasks: JoinSet::new(),
@@ -305,6 +323,7 @@ impl<'a> SessionState<'a> {
             telemetry_in_flight: false,
         };
         s.resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        s.facts.set_missed_tick_behavior(MissedTickBehavior::Delay);
         s
     }
 

@@ -329,3 +329,38 @@ async fn the_platform_runs_on_postgresql_and_survives_a_restart() {
     c.stop_scheduler().await;
     cloud_tests::postgres_drop(&url).await;
 }
+
+#[tokio::test]
+async fn a_node_advertises_docker_only_while_its_runtime_answers() {
+    let c = Cluster::start().await;
+    let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
+        "local/busybox:latest",
+    ]));
+    runtime.set_unavailable(true);
+    let mut cfg = c.agent_config("flaky");
+    cfg.session.facts_recheck = Duration::from_millis(300);
+    cfg.capacity_override.cpu_millis = Some(2000);
+    cfg.capacity_override.memory_mb = Some(2048);
+    let agent = cloud_agent::start(cfg, runtime.clone()).await.unwrap();
+    c.wait_node_ready("flaky").await;
+    let client = c.client();
+    assert!(client.node_get("flaky").await.unwrap().drivers.is_empty());
+    let err = client
+        .instance_create(&busybox("early", &["sleep", "1"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("driver"), "{err}");
+
+    runtime.set_unavailable(false);
+    wait_for("docker advertised", Duration::from_secs(10), || async {
+        let n = client.node_get("flaky").await.ok()?;
+        (n.drivers == ["docker"]).then_some(())
+    })
+    .await;
+    client
+        .instance_create(&busybox("later", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    c.wait_instance("later", InstanceStatus::Running).await;
+    agent.abort();
+}
