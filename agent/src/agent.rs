@@ -58,6 +58,7 @@ pub struct AgentHandle {
     shutdown_tx: watch::Sender<bool>,
     observed_rx: watch::Receiver<Option<Arc<ObservedState>>>,
     connected_rx: watch::Receiver<bool>,
+    partition_tx: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), AgentError>>>,
 }
 
@@ -92,6 +93,25 @@ impl AgentHandle {
         tokio::time::timeout(timeout, rx.wait_for(|c| *c))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Cuts (`true`) or restores (`false`) this agent's link to the scheduler, for the node
+    /// simulator and tests. While partitioned the session is closed and not re-opened, and
+    /// any connect in progress is abandoned; the reconciler keeps enforcing the last desired
+    /// state it received. When restored, the agent reconnects at once (no backoff wait),
+    /// sends `Hello` and its full observed state, and converges to the desired state it then
+    /// receives. Nothing else about the agent changes.
+    pub fn set_partitioned(&self, on: bool) {
+        self.partition_tx.send_if_modified(|cur| {
+            let changed = *cur != on;
+            *cur = on;
+            changed
+        });
+    }
+
+    /// Whether the link to the scheduler is currently cut by [`AgentHandle::set_partitioned`].
+    pub fn is_partitioned(&self) -> bool {
+        *self.partition_tx.borrow()
     }
 
     /// The reconciler's latest observation (`None` before the first desired state).
@@ -204,6 +224,7 @@ pub async fn start(
     let (observed_tx, observed_rx) = watch::channel(None);
     let (connected_tx, connected_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (partition_tx, partition_rx) = watch::channel(config.partitioned);
     let node_id = identity.node_id.clone();
     let node_name = identity.node_name.clone();
     let ctx = Arc::new(SessionContext {
@@ -222,7 +243,14 @@ pub async fn start(
 
     let span = tracing::info_span!("agent", node_id = %node_id);
     let task = tokio::spawn(tracing::Instrument::instrument(
-        supervise(reconciler, ctx, desired_rx, observed_tx, shutdown_rx),
+        supervise(
+            reconciler,
+            ctx,
+            desired_rx,
+            observed_tx,
+            shutdown_rx,
+            partition_rx,
+        ),
         span,
     ));
     Ok(AgentHandle {
@@ -231,6 +259,7 @@ pub async fn start(
         shutdown_tx,
         observed_rx,
         connected_rx,
+        partition_tx,
         task: Some(task),
     })
 }
@@ -241,6 +270,7 @@ async fn supervise(
     desired_rx: watch::Receiver<Option<Arc<crate::model::DesiredState>>>,
     observed_tx: watch::Sender<Option<Arc<ObservedState>>>,
     shutdown_rx: watch::Receiver<bool>,
+    partition_rx: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let mut tasks = JoinSet::new();
     tasks.spawn(tracing::Instrument::in_current_span(reconciler.run(
@@ -251,6 +281,7 @@ async fn supervise(
     tasks.spawn(tracing::Instrument::in_current_span(session::run_forever(
         ctx,
         shutdown_rx,
+        partition_rx,
     )));
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {

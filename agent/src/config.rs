@@ -74,6 +74,9 @@ pub struct AgentConfig {
     pub host_probe: Option<Arc<dyn HostProbe>>,
     pub reconciler: ReconcilerConfig,
     pub session: SessionTiming,
+    /// Start with the link to the scheduler cut (see [`crate::AgentHandle::set_partitioned`]).
+    /// Only the node simulator sets this, to restart a partitioned node; default `false`.
+    pub partitioned: bool,
 }
 
 impl AgentConfig {
@@ -96,6 +99,7 @@ impl AgentConfig {
             host_probe: None,
             reconciler: ReconcilerConfig::default(),
             session: SessionTiming::default(),
+            partitioned: false,
         }
     }
 }
@@ -114,6 +118,7 @@ impl fmt::Debug for AgentConfig {
             .field("host_probe", &self.host_probe.as_ref().map(|_| "custom"))
             .field("reconciler", &self.reconciler)
             .field("session", &self.session)
+            .field("partitioned", &self.partitioned)
             .finish()
     }
 }

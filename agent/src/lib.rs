@@ -22,11 +22,13 @@ pub mod config;
 mod convert;
 mod fsutil;
 pub mod identity;
+mod jitter;
 mod logs;
 pub mod model;
 pub mod reconcile;
 pub mod runtime;
 mod session;
+pub mod sim;
 pub mod telemetry;
 pub mod tls;
 

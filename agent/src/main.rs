@@ -1,5 +1,6 @@
 //! `cloud-agent`: the node agent binary. Parses flags, sets up logging, starts the agent
-//! library against the local dockerd, and stops gracefully on SIGINT/SIGTERM.
+//! library against the local dockerd, and stops gracefully on SIGINT/SIGTERM. `cloud-agent sim`
+//! runs many simulated nodes in this one process instead (`cloud_agent::sim`).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cloud_agent::{AgentConfig, CapacityOverride, DockerRuntime};
@@ -26,6 +27,36 @@ enum Command {
     /// saves the issued identity in --data-dir; later starts reuse it. Stopping the agent never
     /// stops workloads: containers keep running and are re-adopted on the next start.
     Run(RunArgs),
+    /// Run N simulated nodes in this process, for scale tests and failure experiments
+    ///
+    /// Each simulated node is the real agent (enrollment, mutual-TLS session, reconciler) over
+    /// an in-memory container engine and fixed host numbers, named <PREFIX>-<I>, with its
+    /// identity in DIR/<PREFIX>-<I>. All nodes share ONE join token, so it must be a
+    /// multi-use token: `cloud node token create --uses N`. Nodes that already have an
+    /// identity in DIR reuse it, so the same command can be run again after a stop.
+    ///
+    /// Progress goes to stdout while the nodes enroll, then a one-line summary. Then commands
+    /// are read from stdin, one per line (I = node index, A-B = index range, or node name):
+    ///   kill I        abort the node's agent like kill -9 (its containers keep running)
+    ///   restart I     start it again on the same data dir (containers are re-adopted)
+    ///   partition I   cut the node's link to the scheduler (the reconciler keeps enforcing
+    ///                 the last desired state; no reconnection until healed)
+    ///   heal I        restore the link; the node reconnects
+    ///   status        connected/total, alive, partitioned, running fake containers, RSS, CPU
+    ///   quit          stop every node and exit
+    /// SIGINT/SIGTERM stop cleanly too; the end of stdin does not (run it in the background
+    /// with </dev/null). Logs go to stderr, at warn level unless RUST_LOG says otherwise.
+    #[command(verbatim_doc_comment)]
+    Sim(SimCmd),
+}
+
+#[derive(Debug, clap::Args)]
+struct SimCmd {
+    #[command(flatten)]
+    sim: cloud_agent::sim::cli::SimArgs,
+    /// Log output format (stderr). Filtering follows RUST_LOG (default: warn).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,8 +110,9 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -160,8 +192,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Run(args) = cli.command;
-    init_logging(args.log_format);
+    match &cli.command {
+        Command::Run(args) => init_logging(args.log_format, "info"),
+        Command::Sim(args) => init_logging(args.log_format, "warn"),
+    }
     if rustls::crypto::ring::default_provider()
         .install_default()
         .is_err()
@@ -178,7 +212,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let result = match cli.command {
+        Command::Run(args) => rt.block_on(run(args)),
+        Command::Sim(args) => rt.block_on(cloud_agent::sim::cli::run(args.sim, wait_for_signal())),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("cloud-agent: error: {msg}");
@@ -214,7 +252,9 @@ mod tests {
             "1500",
         ])
         .unwrap();
-        let Command::Run(a) = cli.command;
+        let Command::Run(a) = cli.command else {
+            panic!("expected run");
+        };
         assert_eq!(
             a.labels,
             vec![("zone".into(), "a".into()), ("gpu".into(), "".into())]

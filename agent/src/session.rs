@@ -7,6 +7,7 @@ use crate::backoff::Backoff;
 use crate::config::{CapacityOverride, SessionTiming};
 use crate::convert;
 use crate::identity::NodeIdentity;
+use crate::jitter;
 use crate::logs::{self, LogRequest};
 use crate::model::{DesiredState, ObservedState};
 use crate::runtime::ContainerRuntime;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinSet};
-use tokio::time::{Instant, MissedTickBehavior, interval, interval_at};
+use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -44,6 +45,9 @@ pub enum SessionError {
     Protocol(String),
     #[error("the scheduler closed the session")]
     Closed,
+    /// The link was cut on purpose (simulated partition).
+    #[error("the link to the scheduler is cut (partition)")]
+    Partitioned,
 }
 
 /// Everything a session needs; shared across reconnects.
@@ -123,20 +127,43 @@ fn interval_ms(ms: u32, default: Duration) -> Duration {
     }
 }
 
-/// Runs sessions until `shutdown` turns true.
-pub async fn run_forever(ctx: Arc<SessionContext>, mut shutdown: watch::Receiver<bool>) {
+/// Runs sessions until `shutdown` turns true. While `partitioned` is true (a simulated cut
+/// link) no session is open: a running one is dropped, none is attempted, and the first
+/// attempt after the link is restored starts at once.
+pub async fn run_forever(
+    ctx: Arc<SessionContext>,
+    mut shutdown: watch::Receiver<bool>,
+    mut partitioned: watch::Receiver<bool>,
+) {
     let mut backoff = Backoff::new(ctx.timing.backoff_base, ctx.timing.backoff_cap);
     let mut failures = 0u32;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        if *partitioned.borrow_and_update() {
+            ctx.connected_tx.send_replace(false);
+            tracing::info!("link to the scheduler is cut (partition); waiting to be healed");
+            tokio::select! {
+                r = partitioned.wait_for(|p| !*p) => if r.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            tracing::info!("link to the scheduler restored; reconnecting");
+            backoff.reset();
+            failures = 0;
+            continue;
+        }
         let started = Instant::now();
-        // Shutdown also interrupts a connect or handshake in progress.
+        // Shutdown and a partition also interrupt a connect or handshake in progress.
         let mut inner = shutdown.clone();
+        let mut cut = partitioned.clone();
         let result = tokio::select! {
             r = run_session(&ctx, &mut inner) => r,
             _ = shutdown.wait_for(|stop| *stop) => Ok(()),
+            r = cut.wait_for(|p| *p) => match r {
+                Ok(_) => Err(SessionError::Partitioned),
+                Err(_) => Ok(()),
+            },
         };
         ctx.connected_tx.send_replace(false);
         let lasted = started.elapsed();
@@ -144,6 +171,9 @@ pub async fn run_forever(ctx: Arc<SessionContext>, mut shutdown: watch::Receiver
             Ok(()) => {
                 tracing::info!("session closed for shutdown");
                 return;
+            }
+            Err(SessionError::Partitioned) => {
+                tracing::info!("session dropped: link to the scheduler cut (partition)");
             }
             Err(e) => {
                 if lasted > ctx.timing.backoff_reset_after {
@@ -179,6 +209,8 @@ pub async fn run_forever(ctx: Arc<SessionContext>, mut shutdown: watch::Receiver
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => return,
+                    // A cut link ends the wait; the loop then waits for the heal instead.
+                    _ = partitioned.wait_for(|p| *p) => {}
                 }
             }
         }
@@ -277,7 +309,8 @@ async fn run_session(
                     tokio::time::timeout(Duration::from_secs(2), ctx.runtime.ping()).await,
                     Ok(Ok(()))
                 );
-                if up != !drivers.is_empty() {
+                let advertised = !drivers.is_empty();
+                if up != advertised {
                     let hello = ctx.hello().await;
                     tracing::info!(drivers = ?hello.drivers, "container runtime availability changed; updating node facts");
                     drivers = hello.drivers.clone();
@@ -309,22 +342,20 @@ struct SessionState<'a> {
 impl<'a> SessionState<'a> {
     fn new(ctx: &'a SessionContext, out: mpsc::Sender<AgentMessage>) -> Self {
         let t = &ctx.timing;
-        let mut s = Self {
+        Self {
             ctx,
             out,
-            heartbeat: interval(t.default_heartbeat),
-            telemetry: interval(t.default_telemetry),
-            resend: interval_at(Instant::now() + t.observed_resend, t.observed_resend),
-            facts: interval_at(Instant::now() + t.facts_recheck, t.facts_recheck),
+            heartbeat: jitter::interval(t.default_heartbeat),
+            telemetry: jitter::interval(t.default_telemetry),
+            // Mean first delay of one period, at a random phase.
+            resend: jitter::interval_after(t.observed_resend / 2, t.observed_resend),
+            facts: jitter::interval_after(t.facts_recheck / 2, t.facts_recheck),
             observed_rx: ctx.observed_rx.clone(),
             last_sent: None,
             tasks: JoinSet::new(),
             streams: HashMap::new(),
             telemetry_in_flight: false,
-        };
-        s.resend.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        s.facts.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        s
+        }
     }
 
     fn accepted(&mut self, a: &SessionAccepted) {
@@ -335,12 +366,10 @@ impl<'a> SessionState<'a> {
         if !a.node_id.is_empty() && a.node_id != self.ctx.identity.node_id {
             tracing::warn!(ours = %self.ctx.identity.node_id, theirs = %a.node_id, "scheduler reports a different node id than our identity file");
         }
-        self.heartbeat = interval(hb);
-        self.heartbeat
-            .set_missed_tick_behavior(MissedTickBehavior::Delay);
-        self.telemetry = interval(tm);
-        self.telemetry
-            .set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Each node heartbeats and reports at its own phase, never in lockstep with others;
+        // the first of each still comes within one interval.
+        self.heartbeat = jitter::interval(hb);
+        self.telemetry = jitter::interval(tm);
     }
 
     async fn send(&self, m: AgentMessage) -> Result<(), SessionError> {

@@ -5,6 +5,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Pki, pki};
+
 use cloud_agent::runtime::FakeRuntime;
 use cloud_agent::{AgentConfig, Capacity, CapacityOverride, StaticProbe};
 use cloud_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
@@ -13,11 +17,8 @@ use cloud_proto::v1::{
     LogChunk, RunState, SchedulerMessage, SessionAccepted, StreamCancel, StreamKind, StreamRequest,
     agent_message, scheduler_message,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use rcgen::{CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,34 +32,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 const IMG: &str = "local/busybox:latest";
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-    server_cert: String,
-    server_key: String,
-}
-
-fn pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "mock CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut srv = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    srv.subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    srv.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = srv.signed_by(&key, &issuer).unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        issuer,
-        server_cert: cert.pem(),
-        server_key: key.serialize_pem(),
-    }
-}
 
 /// What the mock scheduler saw and how to talk back.
 struct Shared {

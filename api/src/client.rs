@@ -2,7 +2,7 @@
 
 use crate::error::{ErrorCode, ErrorEnvelope};
 use crate::instance::{CreateInstanceRequest, Instance};
-use crate::node::Node;
+use crate::node::{CreateJoinTokenRequest, JoinToken, Node};
 use crate::{API_KEY_HEADER, Page, PageQuery, REQUEST_ID_HEADER};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -260,6 +260,32 @@ impl Client {
 
     pub async fn node_get(&self, id_or_name: &str) -> Result<Node, ClientError> {
         self.get_json(&["v1", "nodes", id_or_name]).await
+    }
+
+    /// Stops placing on the node and moves its instances away.
+    pub async fn node_drain(&self, id_or_name: &str) -> Result<Node, ClientError> {
+        self.post_json(
+            &["v1", "nodes", id_or_name, "drain"],
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Lets a drained node take work again.
+    pub async fn node_undrain(&self, id_or_name: &str) -> Result<Node, ClientError> {
+        self.post_json(
+            &["v1", "nodes", id_or_name, "undrain"],
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// A join token agents enroll with.
+    pub async fn join_token_create(
+        &self,
+        req: &CreateJoinTokenRequest,
+    ) -> Result<JoinToken, ClientError> {
+        self.post_json(&["v1", "nodes", "join-tokens"], req).await
     }
 
     // ------------------------------------------------------------------ raw

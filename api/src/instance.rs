@@ -148,6 +148,68 @@ impl RunState {
     }
 }
 
+/// How the members of a placement group are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupPolicy {
+    /// Anti-affinity: never two members on the same node.
+    Spread,
+    /// Affinity: every member on a node that already runs one (the first goes anywhere).
+    Pack,
+}
+
+/// A named group of instances placed together or apart (per project).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementGroup {
+    pub name: String,
+    pub policy: GroupPolicy,
+}
+
+/// How to choose among nodes that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementStrategy {
+    /// Fill nodes up (the default): keeps whole nodes free for big instances.
+    Binpack,
+    /// Prefer the emptiest node.
+    Spread,
+}
+
+impl GroupPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupPolicy::Spread => "spread",
+            GroupPolicy::Pack => "pack",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "spread" => Some(GroupPolicy::Spread),
+            "pack" => Some(GroupPolicy::Pack),
+            _ => None,
+        }
+    }
+}
+
+impl PlacementStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlacementStrategy::Binpack => "binpack",
+            PlacementStrategy::Spread => "spread",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "binpack" => Some(PlacementStrategy::Binpack),
+            "spread" => Some(PlacementStrategy::Spread),
+            _ => None,
+        }
+    }
+}
+
 /// `POST /v1/instances`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +232,14 @@ pub struct CreateInstanceRequest {
     pub memory_mb: u64,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// Only nodes whose labels include all of these (e.g. `{"zone": "a"}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_group: Option<PlacementGroup>,
+    /// Overrides the scheduler's default strategy for this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_strategy: Option<PlacementStrategy>,
 }
 
 /// An instance as the API shows it.
@@ -184,6 +254,12 @@ pub struct Instance {
     pub cpu_millis: u64,
     pub memory_mb: u64,
     pub restart_policy: RestartPolicy,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub placement_group: Option<PlacementGroup>,
+    #[serde(default)]
+    pub placement_strategy: Option<PlacementStrategy>,
     /// What the user asked for (`running` or `stopped`).
     pub desired_state: RunState,
     pub status: InstanceStatus,

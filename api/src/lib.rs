@@ -16,9 +16,10 @@ pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use ids::{InstanceId, NodeId, ProjectId};
 pub use instance::{
-    CreateInstanceRequest, Instance, InstanceKind, InstanceStatus, InstanceUsage, RestartPolicy,
-    RunState,
+    CreateInstanceRequest, GroupPolicy, Instance, InstanceKind, InstanceStatus, InstanceUsage,
+    PlacementGroup, PlacementStrategy, RestartPolicy, RunState,
 };
+pub use node::{CreateJoinTokenRequest, JoinToken};
 pub use node::{HostUsage, Node, NodeStatus, Resources};
 
 use serde::{Deserialize, Serialize};

@@ -75,3 +75,23 @@ pub struct Node {
     pub usage: Option<HostUsage>,
     pub created_at: DateTime<Utc>,
 }
+
+/// `POST /v1/nodes/join-tokens`: a token agents enroll with.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinTokenRequest {
+    /// How many agents may enroll with it (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
+    /// Lifetime in seconds (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A new join token. The secret is shown only in this response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub token: String,
+    pub uses: u32,
+    pub expires_at: DateTime<Utc>,
+}

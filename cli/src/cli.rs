@@ -2,7 +2,10 @@
 
 use crate::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
-use cloud_api::{CreateInstanceRequest, InstanceKind, RestartPolicy};
+use cloud_api::{
+    CreateInstanceRequest, GroupPolicy, InstanceKind, PlacementGroup, PlacementStrategy,
+    RestartPolicy,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -111,6 +114,49 @@ pub enum NodeCmd {
     /// Show every field of one node, including its latest host usage.
     #[command(visible_alias = "get")]
     Show(Target),
+    /// Stop placing new instances on a node and move its instances elsewhere
+    /// (`always`/`on-failure` instances move, `never` instances are stopped in place).
+    Drain(Target),
+    /// Let a drained node take new instances again.
+    Undrain(Target),
+    /// Join tokens agents enroll with (operators only).
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a join token and print it (shown only once).
+    ///
+    /// Example: cloud node token create --uses 50 --ttl 2h
+    Create {
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid, e.g. 30m, 2h, 1d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+/// `30m`, `2h`, `1d`, `3600s` → Duration.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("expected a duration like 30m, 2h or 1d, got {s:?}"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 30m, 2h or 1d, got {s:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("unknown unit in {s:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +238,18 @@ pub struct LaunchArgs {
     /// What to run the image as: container or vm.
     #[arg(long, default_value = "container", value_parser = parse_kind)]
     pub kind: InstanceKind,
+    /// Only place on nodes with this label KEY=VALUE (repeatable; all must match).
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub selector: Vec<(String, String)>,
+    /// Keep apart from the other members of this placement group (one per node).
+    #[arg(long, value_name = "GROUP", conflicts_with = "pack_group")]
+    pub spread_group: Option<String>,
+    /// Keep together with the other members of this placement group (same node).
+    #[arg(long, value_name = "GROUP")]
+    pub pack_group: Option<String>,
+    /// How to choose among nodes that fit: binpack (fill nodes) or spread (emptiest node).
+    #[arg(long, value_name = "STRATEGY", value_parser = parse_strategy)]
+    pub strategy: Option<PlacementStrategy>,
     #[command(flatten)]
     pub wait: WaitArgs,
     /// Command and arguments, after `--` (the image's default command when absent).
@@ -212,8 +270,25 @@ impl LaunchArgs {
             cpu_millis: self.cpu,
             memory_mb: self.memory,
             restart_policy: self.restart,
+            node_selector: self.selector.iter().cloned().collect(),
+            placement_group: match (&self.spread_group, &self.pack_group) {
+                (Some(name), _) => Some(PlacementGroup {
+                    name: name.clone(),
+                    policy: GroupPolicy::Spread,
+                }),
+                (None, Some(name)) => Some(PlacementGroup {
+                    name: name.clone(),
+                    policy: GroupPolicy::Pack,
+                }),
+                (None, None) => None,
+            },
+            placement_strategy: self.strategy,
         }
     }
+}
+
+pub fn parse_strategy(s: &str) -> Result<PlacementStrategy, String> {
+    PlacementStrategy::parse(s).ok_or_else(|| format!("expected binpack or spread, got {s:?}"))
 }
 
 pub fn parse_cpu(s: &str) -> Result<u64, String> {

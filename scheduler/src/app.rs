@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
+use crate::planner::Planner;
 use crate::sessions::Sessions;
 use crate::store::Store;
 use cloud_api::ProjectId;
@@ -15,6 +16,7 @@ pub struct App {
     pub sessions: Sessions,
     pub pki: Pki,
     pub metrics: Metrics,
+    pub planner: Planner,
     /// The project keys act in until projects are managed through the API.
     pub default_project: ProjectId,
     placement_seq: AtomicU64,
@@ -22,16 +24,35 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, pki: Pki, default_project: ProjectId) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        pki: Pki,
+        default_project: ProjectId,
+        planner: Planner,
+    ) -> Self {
         Self {
             config,
             store,
             sessions: Sessions::new(),
             pki,
             metrics: Metrics::new(),
+            planner,
             default_project,
             placement_seq: AtomicU64::new(0),
             placement_seed: rand::random(),
+        }
+    }
+
+    /// Placement options from the configuration.
+    pub fn placement_options(&self) -> cloud_placement::Options {
+        cloud_placement::Options {
+            default_strategy: if self.config.spread_by_default {
+                cloud_placement::Strategy::Spread
+            } else {
+                cloud_placement::Strategy::BinPack
+            },
+            ..cloud_placement::Options::default()
         }
     }
 

@@ -39,6 +39,15 @@ pub struct ConfigFile {
     pub tls_san: Option<Vec<String>>,
     /// "text" (default) or "json".
     pub log_format: Option<String>,
+    /// "binpack" (default) or "spread": how to choose among nodes that fit.
+    pub placement_strategy: Option<String>,
+    /// How long a node stays down before its `always`/`on-failure` instances move, e.g. "2s".
+    pub reschedule_after: Option<String>,
+    /// Down or draining nodes whose instances are moved, per second (rate limit).
+    pub evictions_per_second: Option<f64>,
+    /// When more than this fraction of nodes is down, nothing is moved (a partitioned
+    /// scheduler must not reschedule the fleet), e.g. 0.5.
+    pub max_down_fraction: Option<f64>,
 }
 
 impl ConfigFile {
@@ -71,6 +80,10 @@ pub struct Config {
     pub telemetry_interval: Duration,
     pub tls_san: Vec<String>,
     pub log_json: bool,
+    pub spread_by_default: bool,
+    pub reschedule_after: Duration,
+    pub evictions_per_second: f64,
+    pub max_down_fraction: f64,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
@@ -89,6 +102,10 @@ impl Config {
             telemetry_interval: Duration::from_secs(5),
             tls_san: Vec::new(),
             log_json: false,
+            spread_by_default: false,
+            reschedule_after: Duration::from_secs(2),
+            evictions_per_second: 5.0,
+            max_down_fraction: 0.5,
         }
     }
 
@@ -121,6 +138,25 @@ impl Config {
             c.telemetry_interval = parse_duration("telemetry_interval", &s)?;
         }
         c.tls_san = file.tls_san.unwrap_or_default();
+        match file.placement_strategy.as_deref() {
+            None | Some("binpack") => {}
+            Some("spread") => c.spread_by_default = true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    field: "placement_strategy",
+                    message: format!("{other:?}: expected \"binpack\" or \"spread\""),
+                });
+            }
+        }
+        if let Some(s) = file.reschedule_after {
+            c.reschedule_after = parse_duration("reschedule_after", &s)?;
+        }
+        if let Some(v) = file.evictions_per_second {
+            c.evictions_per_second = v;
+        }
+        if let Some(v) = file.max_down_fraction {
+            c.max_down_fraction = v;
+        }
         match file.log_format.as_deref() {
             None | Some("text") => {}
             Some("json") => c.log_json = true,
@@ -149,6 +185,18 @@ impl Config {
                     "must be at least twice heartbeat_interval ({:?})",
                     self.heartbeat_interval
                 ),
+            });
+        }
+        if !(self.evictions_per_second > 0.0 && self.evictions_per_second.is_finite()) {
+            return Err(ConfigError::Invalid {
+                field: "evictions_per_second",
+                message: "must be a positive number".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.max_down_fraction) {
+            return Err(ConfigError::Invalid {
+                field: "max_down_fraction",
+                message: "must be between 0 and 1".into(),
             });
         }
         if self.telemetry_interval.is_zero() {
@@ -204,6 +252,10 @@ mod tests {
             telemetry_interval = "10s"
             tls_san = ["cloud.example.com", "10.0.0.5"]
             log_format = "json"
+            placement_strategy = "spread"
+            reschedule_after = "5s"
+            evictions_per_second = 2.5
+            max_down_fraction = 0.3
             "#,
         )
         .unwrap();
@@ -213,6 +265,9 @@ mod tests {
         assert_eq!(c.http_listen.port(), 8080);
         assert!(c.log_json);
         assert_eq!(c.tls_san.len(), 2);
+        assert!(c.spread_by_default);
+        assert_eq!(c.reschedule_after, Duration::from_secs(5));
+        assert_eq!((c.evictions_per_second, c.max_down_fraction), (2.5, 0.3));
     }
 
     #[test]
@@ -223,6 +278,10 @@ mod tests {
         let err = Config::from_file(f, Some("/x".into())).unwrap_err();
         assert!(err.to_string().contains("node_down_after"), "{err}");
         let f = ConfigFile::parse("log_format = \"xml\"").unwrap();
+        assert!(Config::from_file(f, Some("/x".into())).is_err());
+        let f = ConfigFile::parse("max_down_fraction = 1.5").unwrap();
+        assert!(Config::from_file(f, Some("/x".into())).is_err());
+        let f = ConfigFile::parse("placement_strategy = \"random\"").unwrap();
         assert!(Config::from_file(f, Some("/x".into())).is_err());
         let f = ConfigFile::parse("node_down_after = \"1s\"").unwrap();
         let err = Config::from_file(f, Some("/x".into())).unwrap_err();

@@ -8,11 +8,13 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod evictor;
 mod files;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod pki;
+pub mod planner;
 pub mod secrets;
 pub mod server;
 pub mod services;

@@ -1,8 +1,8 @@
 //! Prometheus metrics, kept behind this small module so the library can be swapped cheaply.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -15,6 +15,10 @@ pub struct Metrics {
     pub placement_conflicts: IntCounter,
     pub enroll_refused: IntCounter,
     pub agent_sessions: IntCounter,
+    pub planner_batch_seconds: Histogram,
+    pub planner_batch_size: Histogram,
+    pub evictions: IntCounter,
+    pub evictions_blocked: IntGauge,
 }
 
 impl Default for Metrics {
@@ -73,6 +77,24 @@ impl Metrics {
             "agent_sessions_total",
             "Agent sessions opened",
         ));
+        let planner_batch_seconds = must(Histogram::with_opts(
+            HistogramOpts::new("planner_batch_seconds", "Time to plan and commit one batch")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+        ));
+        let planner_batch_size = must(Histogram::with_opts(
+            HistogramOpts::new("planner_batch_size", "Requests per planner batch")
+                .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 512.0]),
+        ));
+        let evictions = must(IntCounter::new(
+            "evictions_total",
+            "Instances moved off down or draining nodes",
+        ));
+        let evictions_blocked = must(IntGauge::new(
+            "evictions_blocked",
+            "1 while too many nodes are down for evictions to run",
+        ));
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -82,6 +104,10 @@ impl Metrics {
             Box::new(placement_conflicts.clone()),
             Box::new(enroll_refused.clone()),
             Box::new(agent_sessions.clone()),
+            Box::new(planner_batch_seconds.clone()),
+            Box::new(planner_batch_size.clone()),
+            Box::new(evictions.clone()),
+            Box::new(evictions_blocked.clone()),
         ] {
             must(registry.register(c));
         }
@@ -95,6 +121,10 @@ impl Metrics {
             placement_conflicts,
             enroll_refused,
             agent_sessions,
+            planner_batch_seconds,
+            planner_batch_size,
+            evictions,
+            evictions_blocked,
         }
     }
 

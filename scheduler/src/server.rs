@@ -105,7 +105,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(driver = store.driver_name(), url = %redact_url(&url), "store ready");
     let pki = Pki::load_or_create(&config.data_dir.join("pki"), &config.tls_san)?;
     let project = store.project_ensure(DEFAULT_PROJECT).await?;
-    let app = Arc::new(App::new(config.clone(), store, pki, project));
+    let (planner, planner_inbox) = crate::planner::Planner::new();
+    let app = Arc::new(App::new(config.clone(), store, pki, project, planner));
     bootstrap_admin_key(&app).await?;
     app.ensure_bootstrap_join_token().await?;
 
@@ -167,6 +168,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
 
     tasks.spawn(crate::tasks::liveness(app.clone(), stop_rx.clone()));
+    tasks.spawn(crate::planner::run(
+        app.clone(),
+        planner_inbox,
+        stop_rx.clone(),
+    ));
+    tasks.spawn(crate::evictor::run(app.clone(), stop_rx.clone()));
 
     tracing::info!(%http_addr, %grpc_addr, data_dir = %config.data_dir.display(), "scheduler started");
     Ok(Running {

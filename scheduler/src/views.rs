@@ -4,7 +4,8 @@ use crate::error::{Error, Result};
 use crate::sessions::Sessions;
 use crate::store::{InstanceRecord, NodeWithAllocation, to_u64};
 use cloud_api::{
-    Instance, InstanceKind, InstanceStatus, Node, NodeStatus, Resources, RestartPolicy, RunState,
+    GroupPolicy, Instance, InstanceKind, InstanceStatus, Node, NodeStatus, PlacementGroup,
+    PlacementStrategy, Resources, RestartPolicy, RunState,
 };
 
 fn corrupt(what: &str, v: &str) -> Error {
@@ -37,6 +38,18 @@ pub fn instance(r: InstanceRecord, sessions: &Sessions) -> Result<Instance> {
         runtime_id: r.runtime_id,
         started_at: r.started_at,
         exit_code: r.exit_code,
+        node_selector: r.node_selector.0,
+        placement_group: match (
+            r.placement_group,
+            r.placement_policy.as_deref().and_then(GroupPolicy::parse),
+        ) {
+            (Some(name), Some(policy)) => Some(PlacementGroup { name, policy }),
+            _ => None,
+        },
+        placement_strategy: r
+            .placement_strategy
+            .as_deref()
+            .and_then(PlacementStrategy::parse),
         created_at: r.created_at,
         updated_at: r.updated_at,
     })

@@ -288,6 +288,9 @@ pub fn busybox(name: &str, command: &[&str]) -> cloud_api::CreateInstanceRequest
         cpu_millis: 250,
         memory_mb: 64,
         restart_policy: cloud_api::RestartPolicy::Always,
+        node_selector: Default::default(),
+        placement_group: None,
+        placement_strategy: None,
     }
 }
 
@@ -329,5 +332,53 @@ pub async fn postgres_drop(url: &str) {
         .execute(&admin)
         .await;
         admin.close().await;
+    }
+}
+
+impl Cluster {
+    /// A multi-use join token written to a file in the cluster's temp dir.
+    pub async fn join_token_file_for(&self, uses: u32) -> PathBuf {
+        let token = self
+            .client()
+            .join_token_create(&cloud_api::CreateJoinTokenRequest {
+                uses: Some(uses),
+                ttl_seconds: Some(3600),
+            })
+            .await
+            .expect("join token");
+        let path = self
+            .dir
+            .path()
+            .join(format!("join-{}.token", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, token.token).expect("write token");
+        path
+    }
+
+    /// `n` simulated nodes (real agent code over fake runtimes) with fast timers, each
+    /// 4000 millicores and 8192 MiB unless `tune` says otherwise.
+    pub async fn sim(
+        &self,
+        n: usize,
+        tune: impl FnOnce(&mut cloud_agent::sim::SimConfig),
+    ) -> cloud_agent::sim::Sim {
+        let token = self
+            .join_token_file_for(u32::try_from(n).unwrap_or(u32::MAX))
+            .await;
+        let mut cfg = cloud_agent::sim::SimConfig::new(
+            n,
+            self.grpc_endpoint(),
+            self.ca_file(),
+            token,
+            self.dir.path().join("sim"),
+        );
+        cfg.capacity.cpu_millis = 4000;
+        cfg.capacity.memory_mb = 8192;
+        cfg.images = vec!["local/busybox:latest".into()];
+        cfg.reconciler.interval = Duration::from_millis(500);
+        cfg.enroll_concurrency = 16;
+        tune(&mut cfg);
+        cloud_agent::sim::Sim::start(cfg)
+            .await
+            .expect("simulated nodes start")
     }
 }

@@ -449,17 +449,21 @@ impl Reconciler {
         observed_tx: watch::Sender<Option<Arc<ObservedState>>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(self.config.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first pass runs at once; the periodic ones at a random phase of the interval,
+        // so many agents in one process (the simulator) do not all reconcile together.
+        let mut tick = crate::jitter::interval(self.config.interval);
+        let mut first = true;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            tokio::select! {
-                biased;
-                r = shutdown.changed() => if r.is_err() { break },
-                r = desired_rx.changed() => if r.is_err() { break },
-                _ = tick.tick() => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    biased;
+                    r = shutdown.changed() => if r.is_err() { break },
+                    r = desired_rx.changed() => if r.is_err() { break },
+                    _ = tick.tick() => {}
+                }
             }
             if *shutdown.borrow() {
                 break;

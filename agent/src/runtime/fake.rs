@@ -1,6 +1,7 @@
 //! An in-memory `ContainerRuntime` with Docker's behaviour and wording: known images, name
 //! conflicts, container states, restart policies, logs and stats. Used by unit tests and by
-//! simulated nodes. Test helpers inject exits, OOM kills, missing executables and outages.
+//! simulated nodes. Test helpers inject exits, OOM kills, missing executables and outages;
+//! [`FakeDelays`] make pulls, creates, starts and stops take time (without blocking a thread).
 
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerStats, ContainerStatus,
@@ -25,6 +26,21 @@ pub enum FakeCall {
     Remove { id: String },
 }
 
+/// How long operations take. All zero by default (instant). Delays are `tokio::time::sleep`s
+/// taken without holding the engine's lock, so a slow start on one node never blocks another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FakeDelays {
+    /// Pulling an image.
+    pub pull: Duration,
+    /// Creating a container.
+    pub create: Duration,
+    /// Starting a container that is not running (a container that is already running starts
+    /// instantly, as with Docker).
+    pub start: Duration,
+    /// Stopping a running container.
+    pub stop: Duration,
+}
+
 struct FakeContainer {
     info: ContainerInfo,
     spec: ContainerSpec,
@@ -41,10 +57,21 @@ struct State {
     stats: BTreeMap<String, ContainerStats>,
     next_id: u64,
     calls: Vec<FakeCall>,
+    /// Mutating calls are not recorded (long-running simulations).
+    calls_off: bool,
+    /// Every image can be pulled.
+    pull_any: bool,
+    delays: FakeDelays,
     unavailable: bool,
 }
 
 impl State {
+    fn record(&mut self, call: FakeCall) {
+        if !self.calls_off {
+            self.calls.push(call);
+        }
+    }
+
     fn check_up(&self) -> Result<(), RuntimeError> {
         if self.unavailable {
             return Err(RuntimeError::Unavailable(
@@ -172,6 +199,41 @@ impl FakeRuntime {
     /// Simulates dockerd being down (every call fails with `Unavailable`).
     pub fn set_unavailable(&self, down: bool) {
         self.lock().unavailable = down;
+    }
+
+    /// Makes every image pullable from the (pretend) registry, as for simulated nodes.
+    pub fn set_pull_any(&self, on: bool) {
+        self.lock().pull_any = on;
+    }
+
+    /// Sets how long operations take (see [`FakeDelays`]).
+    pub fn set_delays(&self, delays: FakeDelays) {
+        self.lock().delays = delays;
+    }
+
+    /// The operation delays in force.
+    pub fn delays(&self) -> FakeDelays {
+        self.lock().delays
+    }
+
+    /// Turns the recording of mutating calls on (the default) or off. Off keeps a long-lived
+    /// simulated node's memory flat; [`FakeRuntime::calls`] then stays as it was.
+    pub fn set_record_calls(&self, on: bool) {
+        self.lock().calls_off = !on;
+    }
+
+    /// Number of containers in the `running` state.
+    pub fn running_count(&self) -> usize {
+        self.lock()
+            .containers
+            .values()
+            .filter(|c| c.info.status == ContainerStatus::Running)
+            .count()
+    }
+
+    /// Number of containers in any state.
+    pub fn container_count(&self) -> usize {
+        self.lock().containers.len()
     }
 
     /// The mutating calls received so far.
@@ -310,6 +372,13 @@ impl FakeRuntime {
     }
 }
 
+/// Sleeps `d` unless it is zero (a zero sleep would still yield to the scheduler).
+async fn sleep(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// The last `n` lines of `logs` (all when `n` is 0).
 fn tail_lines(logs: &[u8], n: u32) -> &[u8] {
     if n == 0 {
@@ -367,13 +436,19 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn pull_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let delay = {
+            let st = self.lock();
+            st.check_up()?;
+            st.delays.pull
+        };
+        sleep(delay).await;
         let mut st = self.lock();
         st.check_up()?;
-        st.calls.push(FakeCall::Pull {
+        st.record(FakeCall::Pull {
             image: image.to_owned(),
         });
         let norm = normalize_image(image);
-        if st.pullable.contains(&norm) {
+        if st.pull_any || st.pullable.contains(&norm) {
             st.images.insert(norm);
             Ok(())
         } else {
@@ -385,9 +460,15 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let delay = {
+            let st = self.lock();
+            st.check_up()?;
+            st.delays.create
+        };
+        sleep(delay).await;
         let mut st = self.lock();
         st.check_up()?;
-        st.calls.push(FakeCall::Create {
+        st.record(FakeCall::Create {
             name: spec.name.clone(),
         });
         if !st.images.contains(&normalize_image(&spec.image)) {
@@ -406,6 +487,17 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let delay = {
+            let mut st = self.lock();
+            st.check_up()?;
+            let delay = st.delays.start;
+            let idle = !matches!(
+                st.container(id)?.info.status,
+                ContainerStatus::Running | ContainerStatus::Restarting
+            );
+            if idle { delay } else { Duration::ZERO }
+        };
+        sleep(delay).await;
         let mut st = self.lock();
         st.check_up()?;
         let missing = st.missing_executables.clone();
@@ -433,11 +525,22 @@ impl ContainerRuntime for FakeRuntime {
                 }
             },
         };
-        st.calls.push(FakeCall::Start { id: cid });
+        st.record(FakeCall::Start { id: cid });
         result
     }
 
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
+        let delay = {
+            let mut st = self.lock();
+            st.check_up()?;
+            let delay = st.delays.stop;
+            let running = matches!(
+                st.container(id)?.info.status,
+                ContainerStatus::Running | ContainerStatus::Restarting | ContainerStatus::Paused
+            );
+            if running { delay } else { Duration::ZERO }
+        };
+        sleep(delay).await;
         let mut st = self.lock();
         st.check_up()?;
         let c = st.container(id)?;
@@ -448,7 +551,7 @@ impl ContainerRuntime for FakeRuntime {
         ) {
             end_run(c, 143, false, true);
         }
-        st.calls.push(FakeCall::Stop { id: cid });
+        st.record(FakeCall::Stop { id: cid });
         Ok(())
     }
 
@@ -466,7 +569,7 @@ impl ContainerRuntime for FakeRuntime {
             )));
         }
         st.containers.remove(&cid);
-        st.calls.push(FakeCall::Remove { id: cid });
+        st.record(FakeCall::Remove { id: cid });
         Ok(())
     }
 
@@ -526,6 +629,74 @@ mod tests {
         assert_eq!(tail_lines(logs, 2), b"b\nc\n");
         assert_eq!(tail_lines(logs, 9), b"a\nb\nc\n");
         assert_eq!(tail_lines(b"a\nb", 1), b"b");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_take_time_without_blocking_other_calls() {
+        use std::sync::Arc;
+        use tokio::time::Instant;
+        let rt = Arc::new(FakeRuntime::with_images(["img"]));
+        rt.set_delays(FakeDelays {
+            create: Duration::from_millis(50),
+            start: Duration::from_millis(200),
+            ..FakeDelays::default()
+        });
+        assert_eq!(rt.delays().start, Duration::from_millis(200));
+        let spec = ContainerSpec {
+            name: "tc-a".into(),
+            image: "img".into(),
+            ..ContainerSpec::default()
+        };
+        let t = Instant::now();
+        let id = rt.create(&spec).await.unwrap();
+        assert_eq!(t.elapsed(), Duration::from_millis(50));
+        let t = Instant::now();
+        let starting = tokio::spawn({
+            let rt = rt.clone();
+            let id = id.clone();
+            async move { rt.start(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Mid-start: other calls answer at once; the container is not running yet.
+        assert_eq!(
+            rt.inspect(&id).await.unwrap().status,
+            ContainerStatus::Created
+        );
+        assert_eq!(rt.running_count(), 0);
+        starting.await.unwrap().unwrap();
+        assert_eq!(t.elapsed(), Duration::from_millis(200));
+        assert_eq!(rt.running_count(), 1);
+        // Starting a running container is instant, as with Docker.
+        let t = Instant::now();
+        rt.start(&id).await.unwrap();
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        // A container removed during its start fails the start.
+        rt.stop(&id, Duration::ZERO).await.unwrap();
+        let starting = tokio::spawn({
+            let rt = rt.clone();
+            let id = id.clone();
+            async move { rt.start(&id).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        rt.remove(&id, true).await.unwrap();
+        assert!(matches!(
+            starting.await.unwrap(),
+            Err(RuntimeError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn call_recording_can_be_turned_off_and_any_image_pulled() {
+        let rt = FakeRuntime::new();
+        assert!(rt.pull_image("x/y:1").await.is_err());
+        rt.set_pull_any(true);
+        rt.pull_image("x/y:1").await.unwrap();
+        assert!(rt.image_present("x/y:1").await.unwrap());
+        assert_eq!(rt.calls().len(), 2);
+        rt.set_record_calls(false);
+        rt.pull_image("x/z:1").await.unwrap();
+        assert_eq!(rt.calls().len(), 2);
+        assert_eq!(rt.container_count(), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `cloud node …`: list and show compute nodes.
 
 use super::Ctx;
-use crate::cli::NodeCmd;
+use crate::cli::{NodeCmd, TokenCmd};
 use crate::output::{self, OutputFormat, emit};
 use anyhow::Result;
 use chrono::Utc;
@@ -22,6 +22,40 @@ pub async fn run(ctx: &Ctx, cmd: NodeCmd) -> Result<()> {
             match ctx.output {
                 OutputFormat::Json => output::to_json(&node)?,
                 OutputFormat::Table => output::node_detail(&node, now),
+            }
+        }
+        NodeCmd::Drain(t) => {
+            let node = client.node_drain(&t.name).await?;
+            match ctx.output {
+                OutputFormat::Json => output::to_json(&node)?,
+                OutputFormat::Table => format!(
+                    "{}: {} (new instances go elsewhere; its instances are being moved or stopped)",
+                    node.name, node.status
+                ),
+            }
+        }
+        NodeCmd::Undrain(t) => {
+            let node = client.node_undrain(&t.name).await?;
+            match ctx.output {
+                OutputFormat::Json => output::to_json(&node)?,
+                OutputFormat::Table => format!("{}: {}", node.name, node.status),
+            }
+        }
+        NodeCmd::Token(TokenCmd::Create { uses, ttl }) => {
+            let req = cloud_api::CreateJoinTokenRequest {
+                uses: Some(uses),
+                ttl_seconds: Some(ttl.as_secs()),
+            };
+            let token = client.join_token_create(&req).await?;
+            match ctx.output {
+                OutputFormat::Json => output::to_json(&token)?,
+                OutputFormat::Table => {
+                    eprintln!(
+                        "join token usable {} time(s) until {} (shown only once):",
+                        token.uses, token.expires_at
+                    );
+                    token.token.clone()
+                }
             }
         }
     };

@@ -171,8 +171,8 @@ async fn push_desired(
     tx: &mpsc::Sender<pb::SchedulerMessage>,
     last: &mut Option<i64>,
 ) {
-    let generation = match app.store.node_get(node).await {
-        Ok(n) => n.node.generation,
+    let generation = match app.store.node_generation(node).await {
+        Ok(g) => g,
         Err(e) => {
             tracing::error!(%node, error = %e, "cannot load node generation; will retry");
             return;

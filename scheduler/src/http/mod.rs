@@ -32,7 +32,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/instances/{id}/start", post(instances::start))
         .route("/instances/{id}/logs", get(instances::logs))
         .route("/nodes", get(nodes::list))
+        .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/{id}", get(nodes::get))
+        .route("/nodes/{id}/drain", post(nodes::drain))
+        .route("/nodes/{id}/undrain", post(nodes::undrain))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             middleware::require_api_key,

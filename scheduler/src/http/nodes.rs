@@ -1,8 +1,8 @@
 //! `/v1/nodes` handlers.
 
 use super::error::ApiResult;
-use super::extract::ApiPath;
 use super::extract::ApiQuery;
+use super::extract::{ApiJson, ApiPath};
 use super::page;
 use crate::app::App;
 use crate::error::Error;
@@ -10,7 +10,7 @@ use crate::services::Caller;
 use crate::views;
 use axum::Json;
 use axum::extract::{Extension, State};
-use cloud_api::{Node, NodeId, Page, PageQuery};
+use cloud_api::{CreateJoinTokenRequest, JoinToken, Node, NodeId, Page, PageQuery};
 use std::sync::Arc;
 
 pub async fn list(
@@ -50,4 +50,47 @@ fn require_operator(caller: &Caller) -> Result<(), Error> {
             "listing nodes needs an operator (admin) API key".into(),
         ))
     }
+}
+
+pub async fn drain(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+) -> ApiResult<Json<Node>> {
+    require_operator(&caller)?;
+    Ok(Json(views::node(
+        app.node_drain(&id).await?,
+        &app.sessions,
+    )?))
+}
+
+pub async fn undrain(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+) -> ApiResult<Json<Node>> {
+    require_operator(&caller)?;
+    Ok(Json(views::node(
+        app.node_undrain(&id).await?,
+        &app.sessions,
+    )?))
+}
+
+pub async fn create_join_token(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateJoinTokenRequest>,
+) -> ApiResult<(axum::http::StatusCode, Json<JoinToken>)> {
+    require_operator(&caller)?;
+    let uses = req.uses.unwrap_or(1);
+    let ttl = std::time::Duration::from_secs(req.ttl_seconds.unwrap_or(3600));
+    let (token, expires_at) = app.join_token_create(uses, ttl).await?;
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(JoinToken {
+            token,
+            uses,
+            expires_at,
+        }),
+    ))
 }

@@ -5,22 +5,12 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::sessions::SessionError;
 use crate::store::{DeleteOutcome, InstanceRecord, NewInstance, StoreError};
-use cloud_api::{CreateInstanceRequest, InstanceId, InstanceKind, NodeId, NodeStatus};
-use cloud_placement as placement;
+use cloud_api::{CreateInstanceRequest, InstanceId, NodeId};
 use std::time::Duration;
 
-/// Placement attempts before giving up when concurrent writes keep moving node generations.
-const PLACEMENT_ATTEMPTS: usize = 8;
 /// Logs larger than this are cut (the newest bytes are kept by asking for a tail instead).
 const MAX_LOG_BYTES: usize = 16 * 1024 * 1024;
 const LOG_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn driver_for(kind: InstanceKind) -> &'static str {
-    match kind {
-        InstanceKind::Container => "docker",
-        InstanceKind::Vm => "libvirt",
-    }
-}
 
 impl App {
     /// Finds an instance of the caller's project by id or name; other projects' instances are
@@ -57,6 +47,7 @@ impl App {
     }
 
     /// Validates, places and records a new instance; its node's agent is told at once.
+    /// Placement happens in the planner, batched with concurrent requests.
     pub async fn instance_create(
         &self,
         caller: &Caller,
@@ -68,14 +59,6 @@ impl App {
             Some(n) => n,
             None => generated_name(id),
         };
-        if self
-            .store
-            .instance_get_by_name(caller.project, &name)
-            .await
-            .is_ok()
-        {
-            return Err(name_taken(&name));
-        }
         let new = NewInstance {
             id,
             project_id: caller.project,
@@ -87,87 +70,16 @@ impl App {
             cpu_millis: req.cpu_millis,
             memory_mb: req.memory_mb,
             restart_policy: req.restart_policy.as_str().to_string(),
+            node_selector: req.node_selector,
+            placement_group: req
+                .placement_group
+                .map(|g| (g.name, g.policy.as_str().to_string())),
+            placement_strategy: req.placement_strategy.map(|s| s.as_str().to_string()),
+            created_at: chrono::Utc::now(),
         };
-        let request = placement::Request {
-            id: id.0,
-            demand: placement::Resources {
-                cpu_millis: req.cpu_millis,
-                memory_mb: req.memory_mb,
-                disk_gb: 0,
-            },
-            driver: driver_for(req.kind).to_string(),
-        };
-        for attempt in 0..PLACEMENT_ATTEMPTS {
-            let nodes = self.store.node_snapshot().await?;
-            let snapshot = placement::ClusterSnapshot {
-                nodes: nodes
-                    .iter()
-                    .map(|n| placement::NodeInfo {
-                        id: n.node.id,
-                        state: match NodeStatus::parse(&n.node.status) {
-                            Some(NodeStatus::Ready) => placement::NodeState::Ready,
-                            Some(NodeStatus::Draining) => placement::NodeState::Draining,
-                            _ => placement::NodeState::Down,
-                        },
-                        capacity: placement::Resources {
-                            cpu_millis: crate::store::to_u64(n.node.cpu_millis),
-                            memory_mb: crate::store::to_u64(n.node.memory_mb),
-                            disk_gb: crate::store::to_u64(n.node.disk_gb),
-                        },
-                        allocated: placement::Resources {
-                            cpu_millis: crate::store::to_u64(n.alloc_cpu_millis.unwrap_or(0)),
-                            memory_mb: crate::store::to_u64(n.alloc_memory_mb.unwrap_or(0)),
-                            disk_gb: 0,
-                        },
-                        drivers: n.node.drivers.0.clone(),
-                    })
-                    .collect(),
-            };
-            let plan = placement::place(
-                &snapshot,
-                std::slice::from_ref(&request),
-                self.next_placement_seed(),
-            );
-            let Some(chosen) = plan.placements.first() else {
-                let reason = plan
-                    .unplaced
-                    .first()
-                    .map(|u| u.reason.clone())
-                    .unwrap_or_else(|| "no node fits".into());
-                self.metrics.placement_failures.inc();
-                return Err(Error::InsufficientCapacity(reason));
-            };
-            let generation = nodes
-                .iter()
-                .find(|n| n.node.id == chosen.node)
-                .map(|n| n.node.generation)
-                .unwrap_or_default();
-            let node = NodeId(chosen.node);
-            match self
-                .store
-                .instance_insert_placed(&new, node, generation)
-                .await
-            {
-                Ok(()) => {
-                    self.sessions.notify_desired(node);
-                    tracing::info!(instance = %id, %name, %node, attempt, "instance placed");
-                    return self
-                        .store
-                        .instance_get(caller.project, id)
-                        .await
-                        .map_err(Into::into);
-                }
-                Err(StoreError::Conflict) => {
-                    self.metrics.placement_conflicts.inc();
-                    continue;
-                }
-                Err(StoreError::Duplicate) => return Err(name_taken(&name)),
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(Error::Unavailable(
-            "placement kept conflicting with concurrent changes; retry the request".into(),
-        ))
+        let placed = self.planner.create(new.clone()).await?;
+        tracing::debug!(instance = %id, %name, node = %placed.node, "instance placed");
+        Ok(record_of(new, &placed))
     }
 
     /// Asks the instance to stop. Idempotent.
@@ -258,6 +170,10 @@ impl App {
         };
         if let Some(node) = inst.node_id {
             self.sessions.notify_desired(NodeId(node));
+            if outcome == DeleteOutcome::Deleted {
+                self.planner
+                    .notify(crate::planner::Event::NodeChanged(NodeId(node)));
+            }
         }
         tracing::info!(instance = %inst.id, name = %inst.name, ?outcome, "instance delete requested");
         inst.status = "deleting".into();
@@ -337,10 +253,41 @@ fn refuse_run_state_change(inst: &InstanceRecord) -> Option<Error> {
     }
 }
 
-fn name_taken(name: &str) -> Error {
-    Error::AlreadyExists(format!(
-        "an instance named {name:?} already exists in this project; pick another name or delete it first"
-    ))
+/// The record of a just-placed instance, as the store now holds it (built in memory: the
+/// create path does not read it back).
+fn record_of(new: NewInstance, placed: &crate::planner::Placed) -> InstanceRecord {
+    let now = new.created_at;
+    let (group, policy) = match new.placement_group {
+        Some((g, p)) => (Some(g), Some(p)),
+        None => (None, None),
+    };
+    InstanceRecord {
+        id: new.id.0,
+        project_id: new.project_id.0,
+        name: new.name,
+        kind: new.kind,
+        image: new.image,
+        command: sqlx::types::Json(new.command),
+        env: sqlx::types::Json(new.env),
+        cpu_millis: crate::store::to_i64(new.cpu_millis),
+        memory_mb: crate::store::to_i64(new.memory_mb),
+        restart_policy: new.restart_policy,
+        desired_state: "running".into(),
+        status: "scheduled".into(),
+        status_reason: None,
+        node_id: Some(placed.node.0),
+        node_name: Some(placed.node_name.clone()),
+        change_generation: placed.change_generation,
+        runtime_id: None,
+        started_at: None,
+        exit_code: None,
+        node_selector: sqlx::types::Json(new.node_selector),
+        placement_group: group,
+        placement_policy: policy,
+        placement_strategy: new.placement_strategy,
+        created_at: now,
+        updated_at: now,
+    }
 }
 
 /// `inst-` and the last 8 hex digits of the (random part of the) id.

@@ -85,6 +85,7 @@ impl App {
                 token_hash: secrets::sha256(&token),
                 is_bootstrap: true,
                 expires_at: None,
+                max_uses: 1,
             })
             .await?;
         let path = self.config.data_dir.join(JOIN_TOKEN_FILE);
@@ -180,6 +181,8 @@ impl App {
             })?;
         self.sessions.touch(node);
         self.sessions.set_marked_down(node, false);
+        self.planner
+            .notify(crate::planner::Event::NodeChanged(node));
         if self
             .store
             .node_raise_generation(node, applied_generation)
@@ -290,6 +293,8 @@ impl App {
         if self.store.node_set_ready_if_down(node).await? {
             tracing::info!(%node, "node is back");
             self.sessions.notify_desired(node);
+            self.planner
+                .notify(crate::planner::Event::NodeChanged(node));
         }
         self.sessions.set_marked_down(node, false);
         Ok(())
@@ -305,9 +310,68 @@ impl App {
         // Flag it even when it was already down: any message from the node now revives it.
         self.sessions.set_marked_down(node, true);
         if changed {
+            self.planner
+                .notify(crate::planner::Event::NodeChanged(node));
             tracing::warn!(%node, "node is down; its instances are lost");
         }
         Ok(changed)
+    }
+
+    /// Stops placing on a node and moves its workloads away (the evictor does the moving).
+    /// Idempotent.
+    pub async fn node_drain(&self, id_or_name: &str) -> Result<NodeWithAllocation> {
+        let node = self.node_lookup(id_or_name).await?;
+        let id = NodeId(node.node.id);
+        if self.store.node_set_drain(id, true, "ready").await? {
+            tracing::info!(node = %id, name = %node.node.name, "node draining");
+            self.planner.notify(crate::planner::Event::NodeChanged(id));
+        }
+        Ok(self.store.node_get(id).await?)
+    }
+
+    /// Lets a drained node take work again. A node whose agent is not connected goes back to
+    /// `down` (and becomes `ready` when its agent returns). Idempotent.
+    pub async fn node_undrain(&self, id_or_name: &str) -> Result<NodeWithAllocation> {
+        let node = self.node_lookup(id_or_name).await?;
+        let id = NodeId(node.node.id);
+        let connected = self.sessions.is_connected(id);
+        let status = if connected { "ready" } else { "down" };
+        if self.store.node_set_drain(id, false, status).await? {
+            tracing::info!(node = %id, name = %node.node.name, status, "node undrained");
+            if !connected {
+                self.sessions.set_marked_down(id, true);
+            }
+            self.planner.notify(crate::planner::Event::NodeChanged(id));
+        }
+        Ok(self.store.node_get(id).await?)
+    }
+
+    /// A join token for new agents, usable `uses` times within `ttl`.
+    pub async fn join_token_create(
+        &self,
+        uses: u32,
+        ttl: std::time::Duration,
+    ) -> Result<(String, DateTime<Utc>)> {
+        if uses == 0 || uses > 100_000 {
+            return Err(Error::Invalid("uses: must be between 1 and 100000".into()));
+        }
+        if ttl.is_zero() || ttl > std::time::Duration::from_secs(30 * 24 * 3600) {
+            return Err(Error::Invalid(
+                "ttl_seconds: must be between 1 and 2592000 (30 days)".into(),
+            ));
+        }
+        let token = secrets::new_join_token();
+        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(Error::internal)?;
+        self.store
+            .join_token_insert(&NewJoinToken {
+                token_hash: secrets::sha256(&token),
+                is_bootstrap: false,
+                expires_at: Some(expires_at),
+                max_uses: uses,
+            })
+            .await?;
+        tracing::info!(uses, expires_at = %expires_at, "join token created");
+        Ok((token, expires_at))
     }
 
     pub async fn node_lookup(&self, id_or_name: &str) -> Result<NodeWithAllocation> {

@@ -33,6 +33,8 @@ pub struct NewJoinToken {
     pub token_hash: Vec<u8>,
     pub is_bootstrap: bool,
     pub expires_at: Option<DateTime<Utc>>,
+    /// How many enrollments it allows.
+    pub max_uses: u32,
 }
 
 impl Store {
@@ -102,14 +104,15 @@ impl Store {
     pub async fn join_token_insert(&self, token: &NewJoinToken) -> StoreResult<()> {
         on_pool!(self, p => {
             sqlx::query(
-                "INSERT INTO join_tokens (id, token_hash, is_bootstrap, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO join_tokens (id, token_hash, is_bootstrap, created_at, expires_at, max_uses, uses)
+                 VALUES ($1, $2, $3, $4, $5, $6, 0)",
             )
             .bind(Uuid::now_v7())
             .bind(&token.token_hash)
             .bind(token.is_bootstrap)
             .bind(Utc::now())
             .bind(token.expires_at)
+            .bind(i64::from(token.max_uses))
             .execute(p)
             .await?;
         });
@@ -120,7 +123,7 @@ impl Store {
     pub async fn join_token_is_usable(&self, token_hash: &[u8]) -> StoreResult<bool> {
         on_pool!(self, p => {
             let row: Option<(Uuid,)> = sqlx::query_as(
-                "SELECT id FROM join_tokens WHERE token_hash = $1 AND used_at IS NULL
+                "SELECT id FROM join_tokens WHERE token_hash = $1 AND uses < max_uses
                  AND (expires_at IS NULL OR expires_at > $2)",
             )
             .bind(token_hash)
@@ -131,10 +134,10 @@ impl Store {
         })
     }
 
-    /// Enrollment in one transaction: consumes the join token (once, atomically) and inserts
-    /// the node (`down`, no capacity, until its agent says hello). Returns whether the token was the bootstrap token, or `NotFound` when the
-    /// token is unknown, used or expired, and `Duplicate` when the node name is taken (the
-    /// token is then left unused).
+    /// Enrollment in one transaction: consumes one use of the join token (atomically) and
+    /// inserts the node (`down`, no capacity, until its agent says hello). Returns whether the
+    /// token was the bootstrap token, or `NotFound` when the token is unknown, used up or
+    /// expired, and `Duplicate` when the node name is taken (the use is then not consumed).
     pub async fn join_token_consume_and_insert_node(
         &self,
         token_hash: &[u8],
@@ -146,8 +149,8 @@ impl Store {
         let now = Utc::now();
         in_tx!(self, tx => {
             let row: Option<(bool,)> = sqlx::query_as(
-                "UPDATE join_tokens SET used_at = $1, used_by_node = $2
-                 WHERE token_hash = $3 AND used_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+                "UPDATE join_tokens SET used_at = $1, used_by_node = $2, uses = uses + 1
+                 WHERE token_hash = $3 AND uses < max_uses AND (expires_at IS NULL OR expires_at > $1)
                  RETURNING is_bootstrap",
             )
             .bind(now)

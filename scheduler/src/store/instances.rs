@@ -36,6 +36,7 @@ macro_rules! select_instances {
             "SELECT i.id, i.project_id, i.name, i.kind, i.image, i.command, i.env, i.cpu_millis, ",
             "i.memory_mb, i.restart_policy, i.desired_state, i.status, i.status_reason, i.node_id, ",
             "n.name AS node_name, i.change_generation, i.runtime_id, i.started_at, i.exit_code, ",
+            "i.node_selector, i.placement_group, i.placement_policy, i.placement_strategy, ",
             "i.created_at, i.updated_at ",
             "FROM instances i LEFT JOIN nodes n ON n.id = i.node_id ",
             $tail
@@ -64,6 +65,10 @@ pub struct InstanceRecord {
     pub runtime_id: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
+    pub node_selector: Json<BTreeMap<String, String>>,
+    pub placement_group: Option<String>,
+    pub placement_policy: Option<String>,
+    pub placement_strategy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -80,6 +85,11 @@ pub struct NewInstance {
     pub cpu_millis: u64,
     pub memory_mb: u64,
     pub restart_policy: String,
+    pub node_selector: BTreeMap<String, String>,
+    /// (group name, "spread" | "pack")
+    pub placement_group: Option<(String, String)>,
+    pub placement_strategy: Option<String>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// What an agent observed about one instance.
@@ -102,51 +112,24 @@ pub enum DeleteOutcome {
 }
 
 impl Store {
-    /// Inserts an instance placed on `node`, guarded by the generation placement saw: when
-    /// the node changed since (or is no longer ready) nothing is written and `Conflict` says
-    /// to re-plan. `Duplicate` when the name is taken in the project.
+    /// Inserts one instance placed on `node`, guarded by the placement generation the plan
+    /// saw: when the node changed since (or is no longer ready) nothing is written and
+    /// `Conflict` says to re-plan. `Duplicate` when the name is taken in the project.
     pub async fn instance_insert_placed(
         &self,
         new: &NewInstance,
         node: NodeId,
-        seen_generation: i64,
+        seen_placement_generation: i64,
     ) -> StoreResult<()> {
-        let now = Utc::now();
-        in_tx!(self, tx => {
-            let bumped: Option<(i64,)> = sqlx::query_as(
-                "UPDATE nodes SET generation = generation + 1
-                 WHERE id = $1 AND generation = $2 AND status = 'ready' RETURNING generation",
-            )
-            .bind(node.0)
-            .bind(seen_generation)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((generation,)) = bumped else {
-                return Err(StoreError::Conflict);
-            };
-            sqlx::query(
-                "INSERT INTO instances (id, project_id, name, kind, image, command, env, cpu_millis,
-                    memory_mb, restart_policy, desired_state, status, node_id, change_generation,
-                    created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'running', 'scheduled', $11, $12, $13, $13)",
-            )
-            .bind(new.id.0)
-            .bind(new.project_id.0)
-            .bind(&new.name)
-            .bind(&new.kind)
-            .bind(&new.image)
-            .bind(Json(&new.command))
-            .bind(Json(&new.env))
-            .bind(to_i64(new.cpu_millis))
-            .bind(to_i64(new.memory_mb))
-            .bind(&new.restart_policy)
-            .bind(node.0)
-            .bind(generation)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
-        })
+        let guard = super::NodeGuard {
+            node,
+            placement_generation: seen_placement_generation,
+        };
+        let out = self.placements_commit(&[guard], &[(new, node)]).await?;
+        if out.conflicted.contains(&node) {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
     }
 
     pub async fn instance_get(

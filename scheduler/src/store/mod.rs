@@ -8,10 +8,12 @@
 mod auth;
 mod instances;
 mod nodes;
+mod placements;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
 pub use instances::{DeleteOutcome, InstanceRecord, InstanceUpdate, NewInstance};
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
+pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -7,19 +7,18 @@ use sqlx::types::Json;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-/// `SELECT` of nodes with their allocation, computed in the same statement as the node row so
-/// that generation and allocation are read together (placement relies on it). Expands to a
-/// string literal, so every query stays a static, parameterised string.
+/// `SELECT` of nodes with their allocation (correlated, index-backed sums: cheap for one node
+/// or a page of nodes). Expands to a string literal, so every query stays a static,
+/// parameterised string.
 macro_rules! select_nodes {
     ($tail:literal) => {
         concat!(
             "SELECT n.id, n.name, n.hostname, n.status, n.cpu_millis, n.memory_mb, n.disk_gb, ",
             "n.drivers, n.labels, n.agent_version, n.generation, n.applied_generation, n.cert_serial, ",
-            "n.last_heartbeat_at, n.created_at, a.alloc_cpu_millis, a.alloc_memory_mb ",
-            "FROM nodes n LEFT JOIN (SELECT node_id, ",
-            "CAST(SUM(cpu_millis) AS BIGINT) AS alloc_cpu_millis, ",
-            "CAST(SUM(memory_mb) AS BIGINT) AS alloc_memory_mb ",
-            "FROM instances WHERE node_id IS NOT NULL GROUP BY node_id) a ON a.node_id = n.id ",
+            "n.last_heartbeat_at, n.created_at, n.placement_generation, n.status_changed_at, ",
+            "(SELECT CAST(SUM(i.cpu_millis) AS BIGINT) FROM instances i WHERE i.node_id = n.id) AS alloc_cpu_millis, ",
+            "(SELECT CAST(SUM(i.memory_mb) AS BIGINT) FROM instances i WHERE i.node_id = n.id) AS alloc_memory_mb ",
+            "FROM nodes n ",
             $tail
         )
     };
@@ -42,6 +41,10 @@ pub struct NodeRecord {
     pub cert_serial: String,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// Changes whenever the node's room for new work may have shrunk (placements, capacity
+    /// reports); plans are committed only if it is unchanged.
+    pub placement_generation: i64,
+    pub status_changed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -100,11 +103,48 @@ impl Store {
             .await?))
     }
 
-    /// Every node with its allocation: the input of placement.
+    /// Every node with its allocation (one aggregate over all instances): the input of the
+    /// planner's full refresh.
     pub async fn node_snapshot(&self) -> StoreResult<Vec<NodeWithAllocation>> {
-        on_pool!(self, p => Ok(sqlx::query_as(select_nodes!("ORDER BY n.id"))
-            .fetch_all(p)
-            .await?))
+        on_pool!(self, p => Ok(sqlx::query_as(
+            "SELECT n.id, n.name, n.hostname, n.status, n.cpu_millis, n.memory_mb, n.disk_gb,
+                n.drivers, n.labels, n.agent_version, n.generation, n.applied_generation, n.cert_serial,
+                n.last_heartbeat_at, n.created_at, n.placement_generation, n.status_changed_at,
+                a.alloc_cpu_millis, a.alloc_memory_mb
+             FROM nodes n LEFT JOIN (SELECT node_id,
+                CAST(SUM(cpu_millis) AS BIGINT) AS alloc_cpu_millis,
+                CAST(SUM(memory_mb) AS BIGINT) AS alloc_memory_mb
+                FROM instances WHERE node_id IS NOT NULL GROUP BY node_id) a ON a.node_id = n.id
+             ORDER BY n.id",
+        )
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// Members of placement groups per node: (node, project, group, count).
+    pub async fn node_group_counts(
+        &self,
+        node: Option<NodeId>,
+    ) -> StoreResult<Vec<(Uuid, Uuid, String, i64)>> {
+        on_pool!(self, p => Ok(sqlx::query_as(
+            "SELECT node_id, project_id, placement_group, COUNT(*) FROM instances
+             WHERE node_id IS NOT NULL AND placement_group IS NOT NULL AND ($1 IS NULL OR node_id = $1)
+             GROUP BY node_id, project_id, placement_group",
+        )
+        .bind(node.map(|n| n.0))
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// The node's desired-state generation alone (cheap; sessions poll it).
+    pub async fn node_generation(&self, id: NodeId) -> StoreResult<i64> {
+        on_pool!(self, p => {
+            let row: (i64,) = sqlx::query_as("SELECT generation FROM nodes WHERE id = $1")
+                .bind(id.0)
+                .fetch_one(p)
+                .await?;
+            Ok(row.0)
+        })
     }
 
     /// Records the facts of a `Hello` and marks the node `ready` (a draining node stays
@@ -115,7 +155,8 @@ impl Store {
             sqlx::query(
                 "UPDATE nodes SET hostname = $2, cpu_millis = $3, memory_mb = $4, disk_gb = $5,
                     drivers = $6, labels = $7, agent_version = $8, last_heartbeat_at = $9,
-                    updated_at = $9,
+                    updated_at = $9, placement_generation = placement_generation + 1,
+                    status_changed_at = CASE WHEN status = 'down' THEN $9 ELSE status_changed_at END,
                     status = CASE WHEN status = 'draining' THEN 'draining' ELSE 'ready' END
                  WHERE id = $1",
             )
@@ -146,7 +187,9 @@ impl Store {
         let now = Utc::now();
         in_tx!(self, tx => {
             let changed = sqlx::query(
-                "UPDATE nodes SET status = 'down', updated_at = $2 WHERE id = $1 AND status <> 'down'",
+                "UPDATE nodes SET status = 'down', updated_at = $2, status_changed_at = $2,
+                    placement_generation = placement_generation + 1
+                 WHERE id = $1 AND status <> 'down'",
             )
             .bind(id.0)
             .bind(now)
@@ -176,7 +219,8 @@ impl Store {
     /// `down` → `ready`; returns whether it changed.
     pub async fn node_set_ready_if_down(&self, id: NodeId) -> StoreResult<bool> {
         let done = on_pool!(self, p => sqlx::query(
-            "UPDATE nodes SET status = 'ready', updated_at = $2 WHERE id = $1 AND status = 'down'",
+            "UPDATE nodes SET status = 'ready', updated_at = $2, status_changed_at = $2
+             WHERE id = $1 AND status = 'down'",
         )
         .bind(id.0)
         .bind(Utc::now())
@@ -198,6 +242,53 @@ impl Store {
         .await?
         .rows_affected());
         Ok(done > 0)
+    }
+
+    /// Sets `draining` (from any status) or back to `ready`/`down` from `draining`; bumps the
+    /// placement generation so plans made before are re-checked. Returns whether it changed.
+    pub async fn node_set_drain(
+        &self,
+        id: NodeId,
+        drain: bool,
+        undrained_status: &str,
+    ) -> StoreResult<bool> {
+        let now = Utc::now();
+        let done = if drain {
+            on_pool!(self, p => sqlx::query(
+                "UPDATE nodes SET status = 'draining', status_changed_at = $2, updated_at = $2,
+                    placement_generation = placement_generation + 1
+                 WHERE id = $1 AND status <> 'draining'",
+            )
+            .bind(id.0)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected())
+        } else {
+            on_pool!(self, p => sqlx::query(
+                "UPDATE nodes SET status = $3, status_changed_at = $2, updated_at = $2,
+                    placement_generation = placement_generation + 1
+                 WHERE id = $1 AND status = 'draining'",
+            )
+            .bind(id.0)
+            .bind(now)
+            .bind(undrained_status)
+            .execute(p)
+            .await?
+            .rows_affected())
+        };
+        Ok(done > 0)
+    }
+
+    /// Nodes that are down or draining, with when they became so.
+    pub async fn node_list_unavailable(
+        &self,
+    ) -> StoreResult<Vec<(Uuid, String, String, Option<DateTime<Utc>>)>> {
+        on_pool!(self, p => Ok(sqlx::query_as(
+            "SELECT id, name, status, status_changed_at FROM nodes WHERE status IN ('down', 'draining') ORDER BY id",
+        )
+        .fetch_all(p)
+        .await?))
     }
 
     /// Records the generation the agent reports as applied (never moves backwards).

@@ -80,6 +80,7 @@ async fn enroll(store: &Store, name: &str) -> NodeId {
             token_hash: token.clone().into_bytes(),
             is_bootstrap: false,
             expires_at: None,
+            max_uses: 1,
         })
         .await
         .unwrap();
@@ -115,16 +116,21 @@ fn new_instance(project: ProjectId, name: &str, cpu: u64, mem: u64) -> NewInstan
         cpu_millis: cpu,
         memory_mb: mem,
         restart_policy: "always".into(),
+        node_selector: Default::default(),
+        placement_group: None,
+        placement_strategy: None,
+        created_at: Utc::now(),
     }
 }
 
+/// A ready node and its placement generation (what plans are guarded by).
 async fn ready_node(store: &Store, name: &str) -> (NodeId, i64) {
     let id = enroll(store, name).await;
     store
         .node_update_facts(id, &facts(2000, 4096))
         .await
         .unwrap();
-    let generation = store.node_get(id).await.unwrap().node.generation;
+    let generation = store.node_get(id).await.unwrap().node.placement_generation;
     (id, generation)
 }
 
@@ -153,6 +159,7 @@ async fn join_tokens_are_single_use_and_enrollment_is_atomic() {
                 token_hash: token.clone(),
                 is_bootstrap: true,
                 expires_at: None,
+                max_uses: 1,
             })
             .await
             .unwrap();
@@ -185,6 +192,7 @@ async fn join_tokens_are_single_use_and_enrollment_is_atomic() {
                 token_hash: old.clone(),
                 is_bootstrap: false,
                 expires_at: Some(Utc::now() - chrono::Duration::seconds(1)),
+                max_uses: 5,
             })
             .await
             .unwrap();
@@ -197,6 +205,42 @@ async fn join_tokens_are_single_use_and_enrollment_is_atomic() {
         let node = store.node_get(first).await.unwrap();
         assert_eq!(node.node.status, "down", "enrolled but not yet connected");
         assert_ne!(taken, first);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn multi_use_tokens_allow_exactly_their_uses() {
+    on_both(|store| async move {
+        let token = b"fleet".to_vec();
+        store
+            .join_token_insert(&NewJoinToken {
+                token_hash: token.clone(),
+                is_bootstrap: false,
+                expires_at: None,
+                max_uses: 3,
+            })
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store
+                .join_token_consume_and_insert_node(
+                    &token,
+                    NodeId::new(),
+                    &format!("n{i}"),
+                    "h",
+                    "s",
+                )
+                .await
+                .unwrap();
+        }
+        assert!(!store.join_token_is_usable(&token).await.unwrap());
+        assert!(matches!(
+            store
+                .join_token_consume_and_insert_node(&token, NodeId::new(), "n9", "h", "s")
+                .await,
+            Err(StoreError::NotFound)
+        ));
     })
     .await;
 }
@@ -241,49 +285,68 @@ async fn hello_makes_a_node_ready_and_lists_page_in_id_order() {
 async fn placement_writes_are_guarded_by_node_generation() {
     on_both(|store| async move {
         let project = store.project_ensure("p").await.unwrap();
-        let (node, generation) = ready_node(&store, "n").await;
+        let (node, pgen) = ready_node(&store, "n").await;
+        let desired_gen = store.node_generation(node).await.unwrap();
         let a = new_instance(project, "a", 500, 512);
         assert!(matches!(
-            store.instance_insert_placed(&a, node, generation + 7).await,
+            store.instance_insert_placed(&a, node, pgen + 7).await,
             Err(StoreError::Conflict)
         ));
-        store
-            .instance_insert_placed(&a, node, generation)
-            .await
-            .unwrap();
-        // The generation moved: a plan made on the old snapshot must re-plan.
+        store.instance_insert_placed(&a, node, pgen).await.unwrap();
+        // The placement generation moved: a plan made on the old snapshot must re-plan.
         let b = new_instance(project, "b", 500, 512);
         assert!(matches!(
-            store.instance_insert_placed(&b, node, generation).await,
+            store.instance_insert_placed(&b, node, pgen).await,
             Err(StoreError::Conflict)
         ));
         let now = store.node_get(node).await.unwrap();
-        assert_eq!(now.node.generation, generation + 1);
+        assert_eq!(now.node.placement_generation, pgen + 1);
+        assert_eq!(
+            now.node.generation,
+            desired_gen + 1,
+            "the node's desired state changed"
+        );
         assert_eq!(now.alloc_cpu_millis, Some(500));
         assert_eq!(now.alloc_memory_mb, Some(512));
-        // A duplicate name writes nothing, not even the generation bump.
+        // A duplicate name writes nothing, not even the generation bumps.
         let dup = new_instance(project, "a", 1, 6);
         assert!(matches!(
             store
-                .instance_insert_placed(&dup, node, now.node.generation)
+                .instance_insert_placed(&dup, node, now.node.placement_generation)
                 .await,
             Err(StoreError::Duplicate)
         ));
+        let after = store.node_get(node).await.unwrap();
+        assert_eq!(after.node.generation, now.node.generation);
         assert_eq!(
-            store.node_get(node).await.unwrap().node.generation,
-            now.node.generation
+            after.node.placement_generation,
+            now.node.placement_generation
+        );
+        // Stopping, starting or deleting does not invalidate plans (no capacity is taken).
+        store
+            .instance_set_desired(project, a.id, "stopped", "stopping")
+            .await
+            .unwrap();
+        let bump = store.node_get(node).await.unwrap();
+        assert_eq!(
+            bump.node.placement_generation,
+            now.node.placement_generation
         );
         // The same name is fine in another project.
         let other = store.project_ensure("other").await.unwrap();
         store
-            .instance_insert_placed(&new_instance(other, "a", 1, 6), node, now.node.generation)
+            .instance_insert_placed(
+                &new_instance(other, "a", 1, 6),
+                node,
+                now.node.placement_generation,
+            )
             .await
             .unwrap();
         let got = store.instance_get_by_name(project, "a").await.unwrap();
-        assert_eq!(got.status, "scheduled");
+        assert_eq!(got.status, "stopping");
         assert_eq!(got.node_name.as_deref(), Some("n"));
         assert_eq!(got.command.0.len(), 3);
-        assert_eq!(got.change_generation, generation + 1);
+        assert_eq!(got.change_generation, desired_gen + 2);
         // Project isolation in the query itself.
         assert!(matches!(
             store.instance_get(other, got.id.into()).await,
@@ -302,10 +365,11 @@ async fn placement_writes_are_guarded_by_node_generation() {
 async fn observations_older_than_the_last_change_are_ignored() {
     on_both(|store| async move {
         let project = store.project_ensure("p").await.unwrap();
-        let (node, generation) = ready_node(&store, "n").await;
+        let (node, pgen) = ready_node(&store, "n").await;
+        let generation = store.node_generation(node).await.unwrap();
         let inst = new_instance(project, "web", 100, 64);
         store
-            .instance_insert_placed(&inst, node, generation)
+            .instance_insert_placed(&inst, node, pgen)
             .await
             .unwrap();
         let running = InstanceUpdate {

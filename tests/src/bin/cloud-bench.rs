@@ -96,6 +96,9 @@ async fn once_api(client: &Client, image: &str, name: &str) -> anyhow::Result<Du
         cpu_millis: 100,
         memory_mb: 32,
         restart_policy: RestartPolicy::Never,
+        node_selector: Default::default(),
+        placement_group: None,
+        placement_strategy: None,
     };
     let started = Instant::now();
     let created = client.instance_create(&req).await?;

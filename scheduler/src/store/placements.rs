@@ -1,0 +1,280 @@
+//! Committing plans: many placements in one transaction, each node guarded by the placement
+//! generation the planner saw. Nodes whose guard fails are reported back and nothing is
+//! written for them; everything else commits together (group commit).
+
+use super::{NewInstance, Store, StoreResult, in_tx, to_i64};
+use chrono::Utc;
+use cloud_api::NodeId;
+use sqlx::types::Json;
+use std::collections::{HashMap, HashSet};
+
+/// Rows per multi-row INSERT (17 parameters each; well under both databases' limits).
+const INSERT_CHUNK: usize = 100;
+
+/// The placement generation a plan relied on for one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeGuard {
+    pub node: NodeId,
+    pub placement_generation: i64,
+}
+
+/// Generations of a node after a commit touched it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeGenerations {
+    pub generation: i64,
+    pub placement_generation: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct CommitOutcome {
+    /// Nodes whose guard held, with their new generations.
+    pub committed: HashMap<NodeId, NodeGenerations>,
+    /// Nodes that changed since the plan was made (or are no longer ready): re-plan their
+    /// requests.
+    pub conflicted: HashSet<NodeId>,
+}
+
+macro_rules! insert_rows_sql {
+    () => {
+        "INSERT INTO instances (id, project_id, name, kind, image, command, env, cpu_millis, memory_mb, \
+         restart_policy, node_id, change_generation, node_selector, placement_group, placement_policy, \
+         placement_strategy, created_at, updated_at, desired_state, status) VALUES "
+    };
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(insert_rows_sql!());
+    for r in 0..rows {
+        let b = r * 17;
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 1..=17 {
+            sql.push_str(&format!("${},", b + c));
+        }
+        // updated_at = created_at, then the fixed desired state and status.
+        sql.push_str(&format!("${}, 'running', 'scheduled')", b + 17));
+    }
+    sql
+}
+
+/// One instance moving off a node that is down or draining.
+#[derive(Debug, Clone)]
+pub struct MoveRow {
+    pub id: cloud_api::InstanceId,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct MoveOutcome {
+    pub commit: CommitOutcome,
+    /// Instances actually moved (one deleted meanwhile is not).
+    pub moved: Vec<cloud_api::InstanceId>,
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Values per `IN (...)` list.
+const IN_CHUNK: usize = 200;
+
+impl Store {
+    /// The names among `names` already used by instances of `project`.
+    pub async fn instance_names_taken(
+        &self,
+        project: cloud_api::ProjectId,
+        names: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let mut out = Vec::new();
+        for chunk in names.chunks(IN_CHUNK) {
+            // The SQL holds only placeholders; every value is bound.
+            let sql = format!(
+                "SELECT name FROM instances WHERE project_id = $1 AND name IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let rows: Vec<(String,)> = super::on_pool!(self, p => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(project.0);
+                for n in chunk {
+                    q = q.bind(n.clone());
+                }
+                q.fetch_all(p).await?
+            });
+            out.extend(rows.into_iter().map(|r| r.0));
+        }
+        Ok(out)
+    }
+
+    /// The policy each of `groups` already has in `project` (groups with members only).
+    pub async fn placement_group_policies(
+        &self,
+        project: cloud_api::ProjectId,
+        groups: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in groups.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT DISTINCT placement_group, placement_policy FROM instances
+                 WHERE project_id = $1 AND placement_policy IS NOT NULL AND placement_group IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let rows: Vec<(String, String)> = super::on_pool!(self, p => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(project.0);
+                for g in chunk {
+                    q = q.bind(g.clone());
+                }
+                q.fetch_all(p).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Moves instances to new nodes in one transaction. Target nodes are guarded like new
+    /// placements; each source node's generation is bumped so its desired state drops the
+    /// instance (its agent stops it — or, when the node is down, stops it when it returns).
+    pub async fn placements_move(
+        &self,
+        guards: &[NodeGuard],
+        rows: &[MoveRow],
+    ) -> StoreResult<MoveOutcome> {
+        let now = Utc::now();
+        in_tx!(self, tx => {
+            let mut out = MoveOutcome::default();
+            for g in guards {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "UPDATE nodes SET generation = generation + 1, placement_generation = placement_generation + 1
+                     WHERE id = $1 AND placement_generation = $2 AND status = 'ready'
+                     RETURNING generation, placement_generation",
+                )
+                .bind(g.node.0)
+                .bind(g.placement_generation)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    Some((generation, placement_generation)) => {
+                        out.commit.committed.insert(g.node, NodeGenerations { generation, placement_generation });
+                    }
+                    None => {
+                        out.commit.conflicted.insert(g.node);
+                    }
+                }
+            }
+            let mut sources = HashSet::new();
+            for r in rows {
+                let Some(target) = out.commit.committed.get(&r.to).copied() else { continue };
+                let done = sqlx::query(
+                    "UPDATE instances SET node_id = $3, status = 'scheduled', status_reason = $4,
+                        change_generation = $5, runtime_id = NULL, started_at = NULL, exit_code = NULL,
+                        updated_at = $6
+                     WHERE id = $1 AND node_id = $2 AND status <> 'deleting'",
+                )
+                .bind(r.id.0)
+                .bind(r.from.0)
+                .bind(r.to.0)
+                .bind(&r.reason)
+                .bind(target.generation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if done > 0 {
+                    out.moved.push(r.id);
+                    sources.insert(r.from);
+                }
+            }
+            for from in sources {
+                sqlx::query("UPDATE nodes SET generation = generation + 1 WHERE id = $1")
+                    .bind(from.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Commits `placed` (instance → node) in one transaction. Each node in `guards` is bumped
+    /// only if its placement generation is still the one the plan saw and it is still ready;
+    /// instances for nodes that fail their guard are not written.
+    pub async fn placements_commit(
+        &self,
+        guards: &[NodeGuard],
+        placed: &[(&NewInstance, NodeId)],
+    ) -> StoreResult<CommitOutcome> {
+        in_tx!(self, tx => {
+            let mut out = CommitOutcome::default();
+            for g in guards {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "UPDATE nodes SET generation = generation + 1, placement_generation = placement_generation + 1
+                     WHERE id = $1 AND placement_generation = $2 AND status = 'ready'
+                     RETURNING generation, placement_generation",
+                )
+                .bind(g.node.0)
+                .bind(g.placement_generation)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    Some((generation, placement_generation)) => {
+                        out.committed.insert(g.node, NodeGenerations { generation, placement_generation });
+                    }
+                    None => {
+                        out.conflicted.insert(g.node);
+                    }
+                }
+            }
+            let rows: Vec<&(&NewInstance, NodeId)> =
+                placed.iter().filter(|(_, n)| out.committed.contains_key(n)).collect();
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                // The SQL holds only placeholders; every value is bound.
+                let sql = insert_sql(chunk.len());
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (new, node) in chunk {
+                    let generation = out.committed.get(node).map_or(0, |g| g.generation);
+                    let (group, policy) = match &new.placement_group {
+                        Some((g, p)) => (Some(g.clone()), Some(p.clone())),
+                        None => (None, None),
+                    };
+                    q = q
+                        .bind(new.id.0)
+                        .bind(new.project_id.0)
+                        .bind(new.name.clone())
+                        .bind(new.kind.clone())
+                        .bind(new.image.clone())
+                        .bind(Json(new.command.clone()))
+                        .bind(Json(new.env.clone()))
+                        .bind(to_i64(new.cpu_millis))
+                        .bind(to_i64(new.memory_mb))
+                        .bind(new.restart_policy.clone())
+                        .bind(node.0)
+                        .bind(generation)
+                        .bind(Json(new.node_selector.clone()))
+                        .bind(group)
+                        .bind(policy)
+                        .bind(new.placement_strategy.clone())
+                        .bind(new.created_at);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_sql_numbers_every_placeholder_once() {
+        let sql = insert_sql(2);
+        assert!(sql.contains("($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$17, 'running', 'scheduled')"));
+        assert!(sql.ends_with("($18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$34, 'running', 'scheduled')"));
+    }
+}
