@@ -5,6 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Atomically replaces `path` with `data`, creating it with permission bits `mode`.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
@@ -12,8 +13,15 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // Unique per write: two writers of one file in this process (a simulated node killed and
+    // restarted while its last write is still in flight) never share a temporary file.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let mut tmp_name = file_name.to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    tmp_name.push(format!(
+        ".tmp.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = dir.join(tmp_name);
     // A stale temporary file could carry other permission bits: start fresh.
     let _ = fs::remove_file(&tmp);

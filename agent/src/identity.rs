@@ -214,7 +214,15 @@ pub async fn load_or_enroll(params: &EnrollParams) -> Result<NodeIdentity, Ident
         tracing::info!(scheduler = %params.scheduler.authority, attempt = attempt_no, "enrolling with the scheduler");
         match attempt(params, &ca_pem, &token, &csr_pem, &key_pem).await? {
             Attempt::Done(id) => {
-                persist(&params.data_dir, &id)?;
+                // Four fsynced writes: keep them off the async worker threads.
+                let dir = params.data_dir.clone();
+                let to_save = (*id).clone();
+                tokio::task::spawn_blocking(move || persist(&dir, &to_save))
+                    .await
+                    .map_err(|e| IdentityError::Io {
+                        path: params.data_dir.clone(),
+                        source: io::Error::other(e),
+                    })??;
                 tracing::info!(node_id = %id.node_id, node_name = %id.node_name, "enrolled; identity saved");
                 return Ok(*id);
             }

@@ -167,6 +167,9 @@ pub async fn run_forever(
         };
         ctx.connected_tx.send_replace(false);
         let lasted = started.elapsed();
+        // A session that failed because the agent is stopping (the reconciler ended first)
+        // is a shutdown, not an error to retry.
+        let result = if *shutdown.borrow() { Ok(()) } else { result };
         match result {
             Ok(()) => {
                 tracing::info!("session closed for shutdown");

@@ -17,6 +17,8 @@ pub struct App {
     pub pki: Pki,
     pub metrics: Metrics,
     pub planner: Planner,
+    pub key_cache: crate::keycache::KeyCache,
+    pub status_writer: crate::statuswriter::StatusWriter,
     /// The project keys act in until projects are managed through the API.
     pub default_project: ProjectId,
     placement_seq: AtomicU64,
@@ -30,6 +32,7 @@ impl App {
         pki: Pki,
         default_project: ProjectId,
         planner: Planner,
+        status_writer: crate::statuswriter::StatusWriter,
     ) -> Self {
         Self {
             config,
@@ -38,6 +41,8 @@ impl App {
             pki,
             metrics: Metrics::new(),
             planner,
+            key_cache: crate::keycache::KeyCache::default(),
+            status_writer,
             default_project,
             placement_seq: AtomicU64::new(0),
             placement_seed: rand::random(),

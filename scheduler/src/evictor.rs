@@ -78,13 +78,7 @@ async fn pass(app: &App, bucket: &mut Bucket, blocked: &mut bool) -> Result<(), 
         set_blocked(app, blocked, false, 0, 0);
         return Ok(());
     }
-    let counts = app.store.node_count_by_status().await?;
-    let total: i64 = counts.iter().map(|c| c.count).sum();
-    let down: i64 = counts
-        .iter()
-        .filter(|c| c.status == "down")
-        .map(|c| c.count)
-        .sum();
+    let (total, down) = app.store.node_count_live_and_down().await?;
     let too_many = total > 0 && (down as f64 / total as f64) > app.config.max_down_fraction;
     set_blocked(app, blocked, too_many, down, total);
     if too_many {

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub planner_batch_size: Histogram,
     pub evictions: IntCounter,
     pub evictions_blocked: IntGauge,
+    /// Messages received from agents, by kind (heartbeat, telemetry, observed, logs, hello).
+    pub agent_messages: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -95,6 +97,10 @@ impl Metrics {
             "evictions_blocked",
             "1 while too many nodes are down for evictions to run",
         ));
+        let agent_messages = must(IntCounterVec::new(
+            Opts::new("agent_messages_total", "Messages received from agents, by kind"),
+            &["kind"],
+        ));
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -108,6 +114,7 @@ impl Metrics {
             Box::new(planner_batch_size.clone()),
             Box::new(evictions.clone()),
             Box::new(evictions_blocked.clone()),
+            Box::new(agent_messages.clone()),
         ] {
             must(registry.register(c));
         }
@@ -125,6 +132,7 @@ impl Metrics {
             planner_batch_size,
             evictions,
             evictions_blocked,
+            agent_messages,
         }
     }
 

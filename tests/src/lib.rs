@@ -382,3 +382,33 @@ impl Cluster {
             .expect("simulated nodes start")
     }
 }
+
+/// Creates a scratch database next to the one `admin_url` names; returns its URL.
+pub async fn postgres_scratch_url_from(admin_url: &str) -> anyhow::Result<String> {
+    let name = format!("thecloud_e2e_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(admin_url).await?;
+    // The name is generated here (letters, digits, '_'), never user input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("the database URL has no database name"))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops the scratch database `url` through the server of `admin_url`.
+pub async fn postgres_drop_url(url: &str, admin_url: &str) {
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(admin) = sqlx::PgPool::connect(admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await;
+        admin.close().await;
+    }
+}

@@ -181,7 +181,7 @@ impl Reconciler {
             }
             // Persist what was acted on before anything else can fail: a restart must not
             // repeat (or forget) an action already taken.
-            if let Err(e) = self.acted.flush() {
+            if let Err(e) = self.acted.flush().await {
                 tracing::error!(error = %e, "cannot write the reconciler state file");
             }
         }
@@ -198,7 +198,7 @@ impl Reconciler {
                     .iter()
                     .any(|c| c.label(labels::INSTANCE_ID) == Some(id))
         });
-        if let Err(e) = self.acted.flush() {
+        if let Err(e) = self.acted.flush().await {
             tracing::error!(error = %e, "cannot write the reconciler state file");
         }
         self.refresh_exit_notes(&actual).await;

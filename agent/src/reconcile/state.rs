@@ -71,8 +71,10 @@ impl ActedStore {
         }
     }
 
-    /// Writes the file if anything changed.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// Writes the file if anything changed, on the blocking pool: the write ends with an
+    /// fsync, which must not hold up an async worker thread (many simulated agents share
+    /// two of them).
+    pub async fn flush(&mut self) -> io::Result<()> {
         if !self.dirty {
             return Ok(());
         }
@@ -80,7 +82,10 @@ impl ActedStore {
             acted: self.acted.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-        atomic_write(&self.path, &bytes, 0o600)?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || atomic_write(&path, &bytes, 0o600))
+            .await
+            .map_err(io::Error::other)??;
         self.dirty = false;
         Ok(())
     }
@@ -90,8 +95,8 @@ impl ActedStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn marks_only_forward_persists_and_forgets() {
+    #[tokio::test]
+    async fn marks_only_forward_persists_and_forgets() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE);
         let mut s = ActedStore::load(&path).unwrap();
@@ -100,12 +105,12 @@ mod tests {
         s.mark("a", 3);
         s.mark("b", 1);
         assert_eq!(s.get("a"), 5);
-        s.flush().unwrap();
+        s.flush().await.unwrap();
         let mut again = ActedStore::load(&path).unwrap();
         assert_eq!(again.get("a"), 5);
         assert_eq!(again.get("b"), 1);
         again.forget("a");
-        again.flush().unwrap();
+        again.flush().await.unwrap();
         assert_eq!(ActedStore::load(&path).unwrap().get("a"), 0);
     }
 

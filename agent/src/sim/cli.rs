@@ -190,7 +190,9 @@ pub async fn run(args: SimArgs, stop: impl Future<Output = ()>) -> Result<(), St
         cfg.data_dir.display()
     ));
     let t0 = Instant::now();
-    let progress = move |p: SimProgress| {
+    let mut last: Option<SimProgress> = None;
+    let progress = |p: SimProgress| {
+        last = Some(p);
         if p.ready.is_multiple_of(every) && p.ready < p.total {
             say(&format!(
                 "  {}/{} nodes connected ({} enrolled now) after {:.1}s",
@@ -214,14 +216,16 @@ pub async fn run(args: SimArgs, stop: impl Future<Output = ()>) -> Result<(), St
         }
         m
     })?;
+    let enrolled = last.map_or(0, |p| p.enrolled);
     let status = sim.status();
     let usage = process_usage()
         .map(|(rss, cpu)| format!("; rss {} MiB, cpu {:.1}s", mib(rss), cpu.as_secs_f64()))
         .unwrap_or_default();
     say(&format!(
-        "ready: {}/{} nodes connected in {:.1}s{usage}. Commands on stdin: kill I, restart I, partition I, heal I, status, help, quit",
+        "ready: {}/{} nodes connected ({enrolled} enrolled now, {} reused their identity) in {:.1}s{usage}. Commands on stdin: kill I, restart I, partition I, heal I, status, help, quit",
         status.connected,
         status.total,
+        status.total.saturating_sub(enrolled),
         t0.elapsed().as_secs_f64(),
     ));
     let mut out = std::io::stdout();

@@ -1,9 +1,10 @@
 //! The long-lived, incrementally updated view of the cluster that placement reads.
 //!
 //! Nodes live in slots of a slab (`slots`, with a free list) so that indexes can point at
-//! them cheaply; `by_id` orders them by id. Every public view ([`ClusterSnapshot::nodes`],
-//! equality, placement walks) goes by id, so two snapshots with the same nodes behave the same
-//! whatever sequence of `new`/`upsert_node`/`remove_node`/`allocate`/... built them.
+//! them cheaply; `by_id` orders them by id. Public views ([`ClusterSnapshot::nodes`],
+//! equality) go by id and placement walks by a hash of the id, never by slot, so two
+//! snapshots with the same nodes behave the same whatever sequence of `new`/`upsert_node`/
+//! `remove_node`/`allocate`/... built them.
 
 use std::collections::BTreeMap;
 

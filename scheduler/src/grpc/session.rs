@@ -124,6 +124,14 @@ async fn handle(
             tracing::error!(%node, error = %e, "cannot mark node ready again; will retry");
         }
     }
+    let kind = match &msg {
+        Up::Hello(_) => "hello",
+        Up::Heartbeat(_) => "heartbeat",
+        Up::Telemetry(_) => "telemetry",
+        Up::Observed(_) => "observed",
+        Up::LogChunk(_) => "log_chunk",
+    };
+    app.metrics.agent_messages.with_label_values(&[kind]).inc();
     match msg {
         Up::Hello(h) => {
             // A later Hello updates the node's facts (e.g. a driver came up).
@@ -163,47 +171,26 @@ async fn apply_observations(
 }
 
 /// Sends the node's desired state unless this session already sent that generation. The
-/// generation is read before the instances, so a document never claims a generation newer
-/// than its content.
-async fn push_desired(
-    app: &App,
-    node: NodeId,
-    tx: &mpsc::Sender<pb::SchedulerMessage>,
-    last: &mut Option<i64>,
-) {
-    let generation = match app.store.node_generation(node).await {
-        Ok(g) => g,
+/// generation and the instances come from one statement, so a document's generation always
+/// matches its content.
+async fn push_desired(app: &App, node: NodeId, tx: &mpsc::Sender<pb::SchedulerMessage>, last: &mut Option<i64>) {
+    // One statement reads the generation and the instances together (one snapshot).
+    let (generation, instances) = match app.store.node_desired_state(node).await {
+        Ok(v) => v,
         Err(e) => {
-            tracing::error!(%node, error = %e, "cannot load node generation; will retry");
+            tracing::error!(%node, error = %e, "cannot load the desired state; will retry");
             return;
         }
     };
     if *last == Some(generation) {
         return;
     }
-    let instances = match app.store.instance_list_by_node(node).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(%node, error = %e, "cannot load desired instances; will retry");
-            return;
-        }
-    };
     let doc = pb::DesiredState {
         generation: crate::store::to_u64(generation),
-        instances: instances
-            .iter()
-            .filter(|i| i.status != "deleting")
-            .map(convert::instance_spec)
-            .collect(),
+        instances: instances.iter().map(convert::instance_spec).collect(),
     };
     let count = doc.instances.len();
-    if tx
-        .send(pb::SchedulerMessage {
-            msg: Some(Down::Desired(doc)),
-        })
-        .await
-        .is_ok()
-    {
+    if tx.send(pb::SchedulerMessage { msg: Some(Down::Desired(doc)) }).await.is_ok() {
         *last = Some(generation);
         tracing::debug!(%node, generation, instances = count, "desired state sent");
     }

@@ -94,17 +94,29 @@ async fn authenticate(app: &App, key: Option<&str>) -> Result<Caller, Error> {
     };
     let key = key.ok_or_else(unauthorized)?.trim();
     let prefix = secrets::api_key_prefix(key).ok_or_else(unauthorized)?;
-    let record = match app.store.api_key_get_by_prefix(prefix).await {
-        Ok(r) => r,
-        Err(StoreError::NotFound) => return Err(unauthorized()),
-        Err(e) => return Err(e.into()),
+    let entry = match app.key_cache.lookup(prefix) {
+        Some(cached) => cached.ok_or_else(unauthorized)?,
+        None => {
+            let entry = match app.store.api_key_get_by_prefix(prefix).await {
+                Ok(r) => Some(crate::keycache::CachedKey {
+                    secret_hash: r.secret_hash,
+                    revoked: r.revoked_at.is_some(),
+                    caller: Caller {
+                        key_id: r.id.into(),
+                        project: r.project_id.into(),
+                        is_admin: r.is_admin,
+                    },
+                }),
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            };
+            app.key_cache.put(prefix, entry.clone());
+            entry.ok_or_else(unauthorized)?
+        }
     };
-    if record.revoked_at.is_some() || !secrets::api_key_matches(key, &record.secret_hash) {
+    // The hash is compared on every request, in constant time; only the lookup is cached.
+    if entry.revoked || !secrets::api_key_matches(key, &entry.secret_hash) {
         return Err(unauthorized());
     }
-    Ok(Caller {
-        key_id: record.id.into(),
-        project: record.project_id.into(),
-        is_admin: record.is_admin,
-    })
+    Ok(entry.caller)
 }

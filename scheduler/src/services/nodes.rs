@@ -5,7 +5,10 @@ use crate::app::App;
 use crate::error::{Error, Result};
 use crate::files::write_private;
 use crate::secrets;
-use crate::store::{InstanceUpdate, NewJoinToken, NodeFacts, NodeWithAllocation, StoreError};
+use crate::store::{
+    DeletionConfirm, InstanceUpdate, NewJoinToken, NodeFacts, NodeWithAllocation, ObservationWrite,
+    StoreError,
+};
 use chrono::{DateTime, TimeZone, Utc};
 use cloud_api::{HostUsage, InstanceId, InstanceUsage, NodeId};
 use cloud_proto::v1 as pb;
@@ -197,27 +200,23 @@ impl App {
     /// Applies an agent's observed state: instance statuses, and deletions the agent has
     /// carried out. Observations older than an instance's last change are ignored.
     pub async fn node_observed(&self, node: NodeId, observed: &pb::ObservedState) -> Result<()> {
+        use crate::statuswriter::Write;
         let applied = observed.applied_generation;
-        self.store
-            .node_set_applied_generation(node, applied)
-            .await?;
+        self.status_writer.send(Write::Applied(node, applied)).await;
         let seen: HashMap<&str, &pb::InstanceObservation> = observed
             .instances
             .iter()
             .map(|o| (o.instance_id.as_str(), o))
             .collect();
+        // One read to diff against; the writes go to the batching status writer.
         for inst in self.store.instance_list_by_node(node).await? {
             let id = InstanceId(inst.id);
             let key = id.to_string();
             let obs = seen.get(key.as_str());
             if inst.status == "deleting" {
-                if obs.is_none()
-                    && self
-                        .store
-                        .instance_confirm_deleted(node, id, applied)
-                        .await?
-                {
-                    tracing::info!(instance = %id, name = %inst.name, "instance deleted");
+                if obs.is_none() {
+                    let confirm = DeletionConfirm { node, id, applied_generation: applied };
+                    self.status_writer.send(Write::Deleted(confirm)).await;
                 }
                 continue;
             }
@@ -239,13 +238,10 @@ impl App {
                 started_at: inst.started_at,
                 exit_code: inst.exit_code,
             };
-            if !same_observation(&update, &current)
-                && self
-                    .store
-                    .instance_apply_observation(node, id, applied, &update)
-                    .await?
-            {
-                tracing::info!(instance = %id, name = %inst.name, status, reason = ?update.status_reason, "instance status");
+            if !same_observation(&update, &current) && inst.change_generation <= crate::store::to_i64(applied) {
+                tracing::debug!(instance = %id, name = %inst.name, status, reason = ?update.status_reason, "instance status");
+                let write = ObservationWrite { node, id, applied_generation: applied, update };
+                self.status_writer.send(Write::Observation(write)).await;
             }
         }
         Ok(())

@@ -30,15 +30,20 @@ macro_rules! bump_node_of_instance {
     }};
 }
 
+/// `SELECT` of instances (with their node's name); `$extra` adds columns.
 macro_rules! select_instances {
     ($tail:literal) => {
+        select_instances!("", $tail)
+    };
+    ($extra:literal, $tail:literal) => {
         concat!(
             "SELECT i.id, i.project_id, i.name, i.kind, i.image, i.command, i.env, i.cpu_millis, ",
             "i.memory_mb, i.restart_policy, i.desired_state, i.status, i.status_reason, i.node_id, ",
             "n.name AS node_name, i.change_generation, i.runtime_id, i.started_at, i.exit_code, ",
             "i.node_selector, i.placement_group, i.placement_policy, i.placement_strategy, ",
             "i.created_at, i.updated_at ",
-            "FROM instances i LEFT JOIN nodes n ON n.id = i.node_id ",
+            $extra,
+            " FROM instances i LEFT JOIN nodes n ON n.id = i.node_id ",
             $tail
         )
     };
@@ -90,6 +95,13 @@ pub struct NewInstance {
     pub placement_group: Option<(String, String)>,
     pub placement_strategy: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DesiredRow {
+    #[sqlx(flatten)]
+    record: InstanceRecord,
+    node_generation: i64,
 }
 
 /// What an agent observed about one instance.
@@ -171,6 +183,24 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(p)
         .await?))
+    }
+
+    /// A node's desired state in one statement (one consistent snapshot): its generation and
+    /// the instances it must run (not those being deleted).
+    pub async fn node_desired_state(&self, node: NodeId) -> StoreResult<(i64, Vec<InstanceRecord>)> {
+        let rows: Vec<DesiredRow> = on_pool!(self, p => sqlx::query_as(select_instances!(
+            ", n.generation AS node_generation",
+            "WHERE i.node_id = $1 AND i.status <> 'deleting' ORDER BY i.id"
+        ))
+        .bind(node.0)
+        .fetch_all(p)
+        .await?);
+        if let Some(first) = rows.first() {
+            let generation = first.node_generation;
+            return Ok((generation, rows.into_iter().map(|r| r.record).collect()));
+        }
+        // No instances: the generation alone.
+        Ok((self.node_generation(node).await?, Vec::new()))
     }
 
     /// Every instance placed on a node (all projects): the node's desired state.

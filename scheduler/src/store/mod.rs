@@ -6,11 +6,13 @@
 //! Methods are named `<resource>_<verb>`.
 
 mod auth;
+mod batch;
 mod instances;
 mod nodes;
 mod placements;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
+pub use batch::{DeletionConfirm, ObservationWrite};
 pub use instances::{DeleteOutcome, InstanceRecord, InstanceUpdate, NewInstance};
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};

@@ -280,6 +280,20 @@ impl Store {
         Ok(done > 0)
     }
 
+    /// (nodes that have ever reported, of those the ones now down): the mass-failure guard's
+    /// inputs. A node enrolled but never connected counts in neither.
+    pub async fn node_count_live_and_down(&self) -> StoreResult<(i64, i64)> {
+        on_pool!(self, p => {
+            let row: (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(SUM(CASE WHEN status = 'down' THEN 1 ELSE 0 END) AS BIGINT)
+                 FROM nodes WHERE last_heartbeat_at IS NOT NULL",
+            )
+            .fetch_one(p)
+            .await?;
+            Ok((row.0, row.1.unwrap_or(0)))
+        })
+    }
+
     /// Nodes that are down or draining, with when they became so.
     pub async fn node_list_unavailable(
         &self,
@@ -305,26 +319,6 @@ impl Store {
                 .await?;
         });
         Ok(())
-    }
-
-    /// Persists heartbeat times collected in memory (one statement per node, one transaction).
-    pub async fn node_record_heartbeats(
-        &self,
-        beats: &[(NodeId, DateTime<Utc>)],
-    ) -> StoreResult<()> {
-        if beats.is_empty() {
-            return Ok(());
-        }
-        in_tx!(self, tx => {
-            for (id, at) in beats {
-                sqlx::query("UPDATE nodes SET last_heartbeat_at = $2 WHERE id = $1")
-                    .bind(id.0)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            Ok(())
-        })
     }
 
     pub async fn node_count_by_status(&self) -> StoreResult<Vec<StatusCount>> {

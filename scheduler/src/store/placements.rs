@@ -34,6 +34,45 @@ pub struct CommitOutcome {
     pub conflicted: HashSet<NodeId>,
 }
 
+/// Nodes per guard statement (2 parameters each).
+const GUARD_CHUNK: usize = 500;
+
+/// `UPDATE nodes … FROM (VALUES ($1,$2),($3,$4)…)`: bumps both generations of every guarded
+/// node whose placement generation is still the expected one and that is still ready, in one
+/// statement per chunk, returning the nodes that passed.
+fn guard_sql(n: usize) -> String {
+    let values: Vec<String> = (0..n).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+    format!(
+        "UPDATE nodes SET generation = generation + 1, placement_generation = placement_generation + 1 \
+         FROM (VALUES {}) AS g WHERE nodes.id = g.column1 AND nodes.placement_generation = g.column2 \
+         AND nodes.status = 'ready' RETURNING nodes.id, nodes.generation, nodes.placement_generation",
+        values.join(",")
+    )
+}
+
+/// Applies `guards` inside the open transaction `$tx`; evaluates to a `CommitOutcome`.
+macro_rules! guard_nodes {
+    ($tx:ident, $guards:expr) => {{
+        let mut out = CommitOutcome::default();
+        for chunk in $guards.chunks(GUARD_CHUNK) {
+            // The SQL holds only placeholders; every value is bound.
+            let mut q = sqlx::query_as::<_, (uuid::Uuid, i64, i64)>(sqlx::AssertSqlSafe(guard_sql(chunk.len())));
+            for g in chunk {
+                q = q.bind(g.node.0).bind(g.placement_generation);
+            }
+            for (id, generation, placement_generation) in q.fetch_all(&mut *$tx).await? {
+                out.committed.insert(NodeId(id), NodeGenerations { generation, placement_generation });
+            }
+            for g in chunk {
+                if !out.committed.contains_key(&g.node) {
+                    out.conflicted.insert(g.node);
+                }
+            }
+        }
+        out
+    }};
+}
+
 macro_rules! insert_rows_sql {
     () => {
         "INSERT INTO instances (id, project_id, name, kind, image, command, env, cpu_millis, memory_mb, \
@@ -148,25 +187,7 @@ impl Store {
         let now = Utc::now();
         in_tx!(self, tx => {
             let mut out = MoveOutcome::default();
-            for g in guards {
-                let row: Option<(i64, i64)> = sqlx::query_as(
-                    "UPDATE nodes SET generation = generation + 1, placement_generation = placement_generation + 1
-                     WHERE id = $1 AND placement_generation = $2 AND status = 'ready'
-                     RETURNING generation, placement_generation",
-                )
-                .bind(g.node.0)
-                .bind(g.placement_generation)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match row {
-                    Some((generation, placement_generation)) => {
-                        out.commit.committed.insert(g.node, NodeGenerations { generation, placement_generation });
-                    }
-                    None => {
-                        out.commit.conflicted.insert(g.node);
-                    }
-                }
-            }
+            out.commit = guard_nodes!(tx, guards);
             let mut sources = HashSet::new();
             for r in rows {
                 let Some(target) = out.commit.committed.get(&r.to).copied() else { continue };
@@ -209,26 +230,7 @@ impl Store {
         placed: &[(&NewInstance, NodeId)],
     ) -> StoreResult<CommitOutcome> {
         in_tx!(self, tx => {
-            let mut out = CommitOutcome::default();
-            for g in guards {
-                let row: Option<(i64, i64)> = sqlx::query_as(
-                    "UPDATE nodes SET generation = generation + 1, placement_generation = placement_generation + 1
-                     WHERE id = $1 AND placement_generation = $2 AND status = 'ready'
-                     RETURNING generation, placement_generation",
-                )
-                .bind(g.node.0)
-                .bind(g.placement_generation)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match row {
-                    Some((generation, placement_generation)) => {
-                        out.committed.insert(g.node, NodeGenerations { generation, placement_generation });
-                    }
-                    None => {
-                        out.conflicted.insert(g.node);
-                    }
-                }
-            }
+            let out = guard_nodes!(tx, guards);
             let rows: Vec<&(&NewInstance, NodeId)> =
                 placed.iter().filter(|(_, n)| out.committed.contains_key(n)).collect();
             for chunk in rows.chunks(INSERT_CHUNK) {
