@@ -51,7 +51,10 @@ impl KeyCache {
 
     /// Forgets everything (after a key is revoked).
     pub fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -70,7 +73,11 @@ mod tests {
         let key = CachedKey {
             secret_hash: vec![1],
             revoked: false,
-            caller: Caller { key_id: ApiKeyId::new(), project: ProjectId::new(), is_admin: true },
+            caller: Caller {
+                key_id: ApiKeyId::new(),
+                project: ProjectId::new(),
+                is_admin: true,
+            },
         };
         c.put("def", Some(key));
         assert!(c.get("def").is_some());

@@ -98,7 +98,10 @@ impl Metrics {
             "1 while too many nodes are down for evictions to run",
         ));
         let agent_messages = must(IntCounterVec::new(
-            Opts::new("agent_messages_total", "Messages received from agents, by kind"),
+            Opts::new(
+                "agent_messages_total",
+                "Messages received from agents, by kind",
+            ),
             &["kind"],
         ));
         for c in [

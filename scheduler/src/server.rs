@@ -107,7 +107,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let project = store.project_ensure(DEFAULT_PROJECT).await?;
     let (planner, planner_inbox) = crate::planner::Planner::new();
     let (status_writer, status_inbox) = crate::statuswriter::StatusWriter::new();
-    let app = Arc::new(App::new(config.clone(), store, pki, project, planner, status_writer));
+    let app = Arc::new(App::new(
+        config.clone(),
+        store,
+        pki,
+        project,
+        planner,
+        status_writer,
+    ));
     bootstrap_admin_key(&app).await?;
     app.ensure_bootstrap_join_token().await?;
 
@@ -175,7 +182,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop_rx.clone(),
     ));
     tasks.spawn(crate::evictor::run(app.clone(), stop_rx.clone()));
-    tasks.spawn(crate::statuswriter::run(app.clone(), status_inbox, stop_rx.clone()));
+    tasks.spawn(crate::statuswriter::run(
+        app.clone(),
+        status_inbox,
+        stop_rx.clone(),
+    ));
 
     tracing::info!(%http_addr, %grpc_addr, data_dir = %config.data_dir.display(), "scheduler started");
     Ok(Running {

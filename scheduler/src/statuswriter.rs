@@ -80,14 +80,21 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Write>, mut stop: watch::
         let observations: Vec<ObservationWrite> = observations.into_values().collect();
         let applied: Vec<(NodeId, u64)> = applied.into_iter().collect();
         let deletions: Vec<DeletionConfirm> = deletions.into_values().collect();
-        match app.store.observations_write(&observations, &applied, &deletions).await {
+        match app
+            .store
+            .observations_write(&observations, &applied, &deletions)
+            .await
+        {
             Ok(deleted) => {
                 for (instance, node) in deleted {
                     tracing::info!(%instance, node = %node, "instance deleted");
-                    app.planner.notify(crate::planner::Event::NodeChanged(NodeId(node)));
+                    app.planner
+                        .notify(crate::planner::Event::NodeChanged(NodeId(node)));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, writes = count, "cannot write observed states; agents will report them again"),
+            Err(e) => {
+                tracing::warn!(error = %e, writes = count, "cannot write observed states; agents will report them again")
+            }
         }
     }
 }

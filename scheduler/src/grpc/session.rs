@@ -173,7 +173,12 @@ async fn apply_observations(
 /// Sends the node's desired state unless this session already sent that generation. The
 /// generation and the instances come from one statement, so a document's generation always
 /// matches its content.
-async fn push_desired(app: &App, node: NodeId, tx: &mpsc::Sender<pb::SchedulerMessage>, last: &mut Option<i64>) {
+async fn push_desired(
+    app: &App,
+    node: NodeId,
+    tx: &mpsc::Sender<pb::SchedulerMessage>,
+    last: &mut Option<i64>,
+) {
     // One statement reads the generation and the instances together (one snapshot).
     let (generation, instances) = match app.store.node_desired_state(node).await {
         Ok(v) => v,
@@ -190,7 +195,13 @@ async fn push_desired(app: &App, node: NodeId, tx: &mpsc::Sender<pb::SchedulerMe
         instances: instances.iter().map(convert::instance_spec).collect(),
     };
     let count = doc.instances.len();
-    if tx.send(pb::SchedulerMessage { msg: Some(Down::Desired(doc)) }).await.is_ok() {
+    if tx
+        .send(pb::SchedulerMessage {
+            msg: Some(Down::Desired(doc)),
+        })
+        .await
+        .is_ok()
+    {
         *last = Some(generation);
         tracing::debug!(%node, generation, instances = count, "desired state sent");
     }

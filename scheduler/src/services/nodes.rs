@@ -215,7 +215,11 @@ impl App {
             let obs = seen.get(key.as_str());
             if inst.status == "deleting" {
                 if obs.is_none() {
-                    let confirm = DeletionConfirm { node, id, applied_generation: applied };
+                    let confirm = DeletionConfirm {
+                        node,
+                        id,
+                        applied_generation: applied,
+                    };
                     self.status_writer.send(Write::Deleted(confirm)).await;
                 }
                 continue;
@@ -238,9 +242,16 @@ impl App {
                 started_at: inst.started_at,
                 exit_code: inst.exit_code,
             };
-            if !same_observation(&update, &current) && inst.change_generation <= crate::store::to_i64(applied) {
+            if !same_observation(&update, &current)
+                && inst.change_generation <= crate::store::to_i64(applied)
+            {
                 tracing::debug!(instance = %id, name = %inst.name, status, reason = ?update.status_reason, "instance status");
-                let write = ObservationWrite { node, id, applied_generation: applied, update };
+                let write = ObservationWrite {
+                    node,
+                    id,
+                    applied_generation: applied,
+                    update,
+                };
                 self.status_writer.send(Write::Observation(write)).await;
             }
         }

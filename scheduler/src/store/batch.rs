@@ -10,8 +10,10 @@ use uuid::Uuid;
 /// Rows per statement (at most 9 parameters each).
 const CHUNK: usize = 200;
 
-/// `(${1}, …, ${width}), (…)` for `rows` rows.
-fn values(rows: usize, width: usize) -> String {
+/// `(${1}, …, ${width}), (…)` for `rows` rows, or with SQLite's anonymous `?` (`pg` false):
+/// SQLite looks named parameters up by a linear scan per bind, which makes big multi-row
+/// statements quadratic; anonymous ones bind in order at no cost.
+pub(crate) fn values(rows: usize, width: usize, pg: bool) -> String {
     let mut out = String::new();
     for r in 0..rows {
         if r > 0 {
@@ -22,7 +24,11 @@ fn values(rows: usize, width: usize) -> String {
             if c > 0 {
                 out.push(',');
             }
-            out.push_str(&format!("${}", r * width + c + 1));
+            if pg {
+                out.push_str(&format!("${}", r * width + c + 1));
+            } else {
+                out.push('?');
+            }
         }
         out.push(')');
     }
@@ -57,6 +63,7 @@ impl Store {
         deletions: &[DeletionConfirm],
     ) -> StoreResult<Vec<(Uuid, Uuid)>> {
         let now: DateTime<Utc> = Utc::now();
+        let pg = self.is_postgres();
         in_tx!(self, tx => {
             for chunk in observations.chunks(CHUNK) {
                 // The SQL holds only placeholders; every value is bound.
@@ -66,7 +73,7 @@ impl Store {
                      FROM (VALUES {}) AS v \
                      WHERE instances.id = v.column1 AND instances.node_id = v.column2 \
                      AND instances.change_generation <= v.column3 AND instances.status <> 'deleting'",
-                    values(chunk.len(), 9)
+                    values(chunk.len(), 9, pg)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for o in chunk {
@@ -87,7 +94,7 @@ impl Store {
                 let sql = format!(
                     "UPDATE nodes SET applied_generation = v.column2 FROM (VALUES {}) AS v \
                      WHERE nodes.id = v.column1 AND nodes.applied_generation < v.column2",
-                    values(chunk.len(), 2)
+                    values(chunk.len(), 2, pg)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (node, generation) in chunk {
@@ -101,7 +108,7 @@ impl Store {
                     "DELETE FROM instances WHERE status = 'deleting' AND EXISTS (SELECT 1 FROM (VALUES {}) AS v \
                      WHERE v.column1 = instances.id AND v.column2 = instances.node_id \
                      AND instances.change_generation <= v.column3) RETURNING id, node_id",
-                    values(chunk.len(), 3)
+                    values(chunk.len(), 3, pg)
                 );
                 let mut q = sqlx::query_as::<_, (Uuid, Uuid)>(sqlx::AssertSqlSafe(sql));
                 for d in chunk {
@@ -114,15 +121,19 @@ impl Store {
     }
 
     /// Persists heartbeat times collected in memory, many nodes per statement.
-    pub async fn node_record_heartbeats(&self, beats: &[(NodeId, DateTime<Utc>)]) -> StoreResult<()> {
+    pub async fn node_record_heartbeats(
+        &self,
+        beats: &[(NodeId, DateTime<Utc>)],
+    ) -> StoreResult<()> {
         if beats.is_empty() {
             return Ok(());
         }
+        let pg = self.is_postgres();
         in_tx!(self, tx => {
             for chunk in beats.chunks(CHUNK) {
                 let sql = format!(
                     "UPDATE nodes SET last_heartbeat_at = v.column2 FROM (VALUES {}) AS v WHERE nodes.id = v.column1",
-                    values(chunk.len(), 2)
+                    values(chunk.len(), 2, pg)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (node, at) in chunk {
@@ -141,7 +152,8 @@ mod tests {
 
     #[test]
     fn values_numbers_placeholders_row_by_row() {
-        assert_eq!(values(2, 3), "($1,$2,$3),($4,$5,$6)");
-        assert_eq!(values(1, 1), "($1)");
+        assert_eq!(values(2, 3, true), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(values(1, 1, true), "($1)");
+        assert_eq!(values(2, 2, false), "(?,?),(?,?)");
     }
 }

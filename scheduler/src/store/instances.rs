@@ -187,7 +187,10 @@ impl Store {
 
     /// A node's desired state in one statement (one consistent snapshot): its generation and
     /// the instances it must run (not those being deleted).
-    pub async fn node_desired_state(&self, node: NodeId) -> StoreResult<(i64, Vec<InstanceRecord>)> {
+    pub async fn node_desired_state(
+        &self,
+        node: NodeId,
+    ) -> StoreResult<(i64, Vec<InstanceRecord>)> {
         let rows: Vec<DesiredRow> = on_pool!(self, p => sqlx::query_as(select_instances!(
             ", n.generation AS node_generation",
             "WHERE i.node_id = $1 AND i.status <> 'deleting' ORDER BY i.id"

@@ -152,6 +152,11 @@ impl Store {
         format!("sqlite://{}", data_dir.join("thecloud.db").display())
     }
 
+    /// PostgreSQL takes `$N` placeholders in generated multi-row SQL; SQLite gets `?`.
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
     pub fn driver_name(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",

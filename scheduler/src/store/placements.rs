@@ -40,28 +40,36 @@ const GUARD_CHUNK: usize = 500;
 /// `UPDATE nodes … FROM (VALUES ($1,$2),($3,$4)…)`: bumps both generations of every guarded
 /// node whose placement generation is still the expected one and that is still ready, in one
 /// statement per chunk, returning the nodes that passed.
-fn guard_sql(n: usize) -> String {
-    let values: Vec<String> = (0..n).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+fn guard_sql(n: usize, pg: bool) -> String {
+    let values = super::batch::values(n, 2, pg);
     format!(
         "UPDATE nodes SET generation = generation + 1, placement_generation = placement_generation + 1 \
          FROM (VALUES {}) AS g WHERE nodes.id = g.column1 AND nodes.placement_generation = g.column2 \
          AND nodes.status = 'ready' RETURNING nodes.id, nodes.generation, nodes.placement_generation",
-        values.join(",")
+        values
     )
 }
 
 /// Applies `guards` inside the open transaction `$tx`; evaluates to a `CommitOutcome`.
 macro_rules! guard_nodes {
-    ($tx:ident, $guards:expr) => {{
+    ($tx:ident, $guards:expr, $pg:expr) => {{
         let mut out = CommitOutcome::default();
         for chunk in $guards.chunks(GUARD_CHUNK) {
             // The SQL holds only placeholders; every value is bound.
-            let mut q = sqlx::query_as::<_, (uuid::Uuid, i64, i64)>(sqlx::AssertSqlSafe(guard_sql(chunk.len())));
+            let mut q = sqlx::query_as::<_, (uuid::Uuid, i64, i64)>(sqlx::AssertSqlSafe(
+                guard_sql(chunk.len(), $pg),
+            ));
             for g in chunk {
                 q = q.bind(g.node.0).bind(g.placement_generation);
             }
             for (id, generation, placement_generation) in q.fetch_all(&mut *$tx).await? {
-                out.committed.insert(NodeId(id), NodeGenerations { generation, placement_generation });
+                out.committed.insert(
+                    NodeId(id),
+                    NodeGenerations {
+                        generation,
+                        placement_generation,
+                    },
+                );
             }
             for g in chunk {
                 if !out.committed.contains_key(&g.node) {
@@ -81,20 +89,11 @@ macro_rules! insert_rows_sql {
     };
 }
 
-fn insert_sql(rows: usize) -> String {
+fn insert_sql(rows: usize, pg: bool) -> String {
+    // 18 values a row: 17 columns and updated_at (= created_at) bound twice, so every
+    // placeholder is used once, in order (SQLite's anonymous `?` needs that).
     let mut sql = String::from(insert_rows_sql!());
-    for r in 0..rows {
-        let b = r * 17;
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for c in 1..=17 {
-            sql.push_str(&format!("${},", b + c));
-        }
-        // updated_at = created_at, then the fixed desired state and status.
-        sql.push_str(&format!("${}, 'running', 'scheduled')", b + 17));
-    }
+    sql.push_str(&super::batch::values(rows, 18, pg).replace(')', ", 'running', 'scheduled')"));
     sql
 }
 
@@ -115,9 +114,9 @@ pub struct MoveOutcome {
 }
 
 /// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+fn placeholders(first: usize, n: usize, pg: bool) -> String {
     (first..first + n)
-        .map(|i| format!("${i}"))
+        .map(|i| if pg { format!("${i}") } else { "?".to_string() })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -132,12 +131,14 @@ impl Store {
         project: cloud_api::ProjectId,
         names: &[String],
     ) -> StoreResult<Vec<String>> {
+        let pg = self.is_postgres();
         let mut out = Vec::new();
         for chunk in names.chunks(IN_CHUNK) {
             // The SQL holds only placeholders; every value is bound.
             let sql = format!(
-                "SELECT name FROM instances WHERE project_id = $1 AND name IN ({})",
-                placeholders(2, chunk.len())
+                "SELECT name FROM instances WHERE project_id = {} AND name IN ({})",
+                if pg { "$1" } else { "?" },
+                placeholders(2, chunk.len(), pg)
             );
             let rows: Vec<(String,)> = super::on_pool!(self, p => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(project.0);
@@ -157,12 +158,14 @@ impl Store {
         project: cloud_api::ProjectId,
         groups: &[String],
     ) -> StoreResult<Vec<(String, String)>> {
+        let pg = self.is_postgres();
         let mut out = Vec::new();
         for chunk in groups.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT DISTINCT placement_group, placement_policy FROM instances
-                 WHERE project_id = $1 AND placement_policy IS NOT NULL AND placement_group IN ({})",
-                placeholders(2, chunk.len())
+                 WHERE project_id = {} AND placement_policy IS NOT NULL AND placement_group IN ({})",
+                if pg { "$1" } else { "?" },
+                placeholders(2, chunk.len(), pg)
             );
             let rows: Vec<(String, String)> = super::on_pool!(self, p => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(project.0);
@@ -185,9 +188,10 @@ impl Store {
         rows: &[MoveRow],
     ) -> StoreResult<MoveOutcome> {
         let now = Utc::now();
+        let pg = self.is_postgres();
         in_tx!(self, tx => {
             let mut out = MoveOutcome::default();
-            out.commit = guard_nodes!(tx, guards);
+            out.commit = guard_nodes!(tx, guards, pg);
             let mut sources = HashSet::new();
             for r in rows {
                 let Some(target) = out.commit.committed.get(&r.to).copied() else { continue };
@@ -229,13 +233,14 @@ impl Store {
         guards: &[NodeGuard],
         placed: &[(&NewInstance, NodeId)],
     ) -> StoreResult<CommitOutcome> {
+        let pg = self.is_postgres();
         in_tx!(self, tx => {
-            let out = guard_nodes!(tx, guards);
+            let out = guard_nodes!(tx, guards, pg);
             let rows: Vec<&(&NewInstance, NodeId)> =
                 placed.iter().filter(|(_, n)| out.committed.contains_key(n)).collect();
             for chunk in rows.chunks(INSERT_CHUNK) {
                 // The SQL holds only placeholders; every value is bound.
-                let sql = insert_sql(chunk.len());
+                let sql = insert_sql(chunk.len(), pg);
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (new, node) in chunk {
                     let generation = out.committed.get(node).map_or(0, |g| g.generation);
@@ -260,6 +265,7 @@ impl Store {
                         .bind(group)
                         .bind(policy)
                         .bind(new.placement_strategy.clone())
+                        .bind(new.created_at)
                         .bind(new.created_at);
                 }
                 q.execute(&mut *tx).await?;
@@ -275,8 +281,10 @@ mod tests {
 
     #[test]
     fn insert_sql_numbers_every_placeholder_once() {
-        let sql = insert_sql(2);
-        assert!(sql.contains("($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$17, 'running', 'scheduled')"));
-        assert!(sql.ends_with("($18,$19,$20,$21,$22,$23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33,$34,$34, 'running', 'scheduled')"));
+        let sql = insert_sql(2, true);
+        assert!(sql.contains("($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, 'running', 'scheduled')"), "{sql}");
+        assert!(sql.ends_with("$35,$36, 'running', 'scheduled')"), "{sql}");
+        let lite = insert_sql(1, false);
+        assert_eq!(lite.matches('?').count(), 18, "{lite}");
     }
 }

@@ -14,13 +14,18 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use cloud_api::{Client, CreateJoinTokenRequest, CreateInstanceRequest, InstanceKind, RestartPolicy};
+use cloud_api::{
+    Client, CreateInstanceRequest, CreateJoinTokenRequest, InstanceKind, RestartPolicy,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
-#[command(name = "bench-scheduler", about = "Scheduler benchmark with simulated nodes")]
+#[command(
+    name = "bench-scheduler",
+    about = "Scheduler benchmark with simulated nodes"
+)]
 struct Args {
     /// Simulated nodes.
     #[arg(long, default_value_t = 1000)]
@@ -52,7 +57,10 @@ struct Args {
 }
 
 fn parse_ms(s: &str) -> Result<Duration, String> {
-    let n = s.trim_end_matches("ms").parse::<u64>().map_err(|e| e.to_string())?;
+    let n = s
+        .trim_end_matches("ms")
+        .parse::<u64>()
+        .map_err(|e| e.to_string())?;
     Ok(Duration::from_millis(n))
 }
 
@@ -80,14 +88,29 @@ async fn main() -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("cloud-scheduler"),
     };
-    anyhow::ensure!(bin.exists(), "scheduler binary {} not found (cargo build -p cloud-scheduler first)", bin.display());
+    anyhow::ensure!(
+        bin.exists(),
+        "scheduler binary {} not found (cargo build -p cloud-scheduler first)",
+        bin.display()
+    );
     let mut rows = Vec::new();
-    for store in args.stores.split(',').flat_map(|s| if s == "both" { vec!["sqlite", "postgres"] } else { vec![s] }) {
-        eprintln!("== {store}: {} nodes, {} instances, {} in flight", args.nodes, args.instances, args.concurrency);
+    for store in args.stores.split(',').flat_map(|s| {
+        if s == "both" {
+            vec!["sqlite", "postgres"]
+        } else {
+            vec![s]
+        }
+    }) {
+        eprintln!(
+            "== {store}: {} nodes, {} instances, {} in flight",
+            args.nodes, args.instances, args.concurrency
+        );
         rows.push(run(&args, &bin, store).await?);
     }
     println!();
-    println!("| store | nodes | instances | first placement | placement p50 / p95 / p99 | all placed | all running | placements/s | scheduler CPU s | peak RSS | idle: agent msgs/s, scheduler cores | mean batch |");
+    println!(
+        "| store | nodes | instances | first placement | placement p50 / p95 / p99 | all placed | all running | placements/s | scheduler CPU s | peak RSS | idle: agent msgs/s, scheduler cores | mean batch |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for f in &rows {
         println!(
@@ -117,7 +140,11 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The scheduler process; killed on drop.
@@ -142,16 +169,23 @@ impl Scheduler {
 
     /// utime + stime in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         // Fields after the command: state is 0, utime is 11, stime is 12.
         (ticks(11) + ticks(12)) / 100.0
     }
 
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -161,7 +195,10 @@ impl Scheduler {
     }
 
     fn admin_key(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("admin.key")).unwrap().trim().to_string()
+        std::fs::read_to_string(self.dir.path().join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 }
 
@@ -171,7 +208,10 @@ async fn start_scheduler(bin: &Path, database_url: Option<&str>) -> anyhow::Resu
     let grpc = format!("127.0.0.1:{}", free_port());
     let config = dir.path().join("scheduler.toml");
     // Generous down detection: the benchmark machine is saturated on purpose.
-    std::fs::write(&config, "node_down_after = \"60s\"\nheartbeat_interval = \"1s\"\ntelemetry_interval = \"10s\"\n")?;
+    std::fs::write(
+        &config,
+        "node_down_after = \"60s\"\nheartbeat_interval = \"1s\"\ntelemetry_interval = \"10s\"\n",
+    )?;
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--data-dir"])
         .arg(dir.path())
@@ -183,12 +223,22 @@ async fn start_scheduler(bin: &Path, database_url: Option<&str>) -> anyhow::Resu
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
     }
-    let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
-    let s = Scheduler { child, dir, http, grpc };
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let s = Scheduler {
+        child,
+        dir,
+        http,
+        grpc,
+    };
     let ready = format!("http://{}/readyz", s.http);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
+        if reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(s);
         }
         if Instant::now() > deadline {
@@ -199,7 +249,9 @@ async fn start_scheduler(bin: &Path, database_url: Option<&str>) -> anyhow::Resu
 }
 
 async fn metric(client: &Client, name: &str) -> f64 {
-    let Ok(resp) = client.raw(cloud_api::Method::GET, "/metrics").send().await else { return 0.0 };
+    let Ok(resp) = client.raw(cloud_api::Method::GET, "/metrics").send().await else {
+        return 0.0;
+    };
     let text = resp.text().await.unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with(name))
@@ -211,7 +263,10 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
     let pg = match store {
         "sqlite" => None,
         "postgres" => {
-            let admin = args.postgres_url.as_deref().context("postgres needs --postgres-url or THECLOUD_TEST_DATABASE_URL")?;
+            let admin = args
+                .postgres_url
+                .as_deref()
+                .context("postgres needs --postgres-url or THECLOUD_TEST_DATABASE_URL")?;
             Some(cloud_tests::postgres_scratch_url_from(admin).await?)
         }
         other => bail!("unknown store {other:?}: sqlite, postgres or both"),
@@ -219,7 +274,10 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
     let sched = start_scheduler(bin, pg.as_deref()).await?;
     let client = Client::new(&format!("http://{}", sched.http), Some(sched.admin_key()))?;
     let token = client
-        .join_token_create(&CreateJoinTokenRequest { uses: Some(u32::try_from(args.nodes)?), ttl_seconds: Some(7200) })
+        .join_token_create(&CreateJoinTokenRequest {
+            uses: Some(u32::try_from(args.nodes)?),
+            ttl_seconds: Some(7200),
+        })
         .await?;
     let token_file = sched.dir.path().join("bench.token");
     std::fs::write(&token_file, &token.token)?;
@@ -237,17 +295,31 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
     cfg.enroll_concurrency = 32;
     cfg.connect_timeout = Duration::from_secs(600);
     let sim = cloud_agent::sim::Sim::start(cfg).await?;
-    eprintln!("   {} nodes enrolled and connected in {:.1} s", sim.len(), enroll_started.elapsed().as_secs_f64());
+    eprintln!(
+        "   {} nodes enrolled and connected in {:.1} s",
+        sim.len(),
+        enroll_started.elapsed().as_secs_f64()
+    );
 
     // At rest: what do N heartbeating nodes cost the scheduler?
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (msgs0, cpu0, t0) = (metric(&client, "thecloud_agent_messages_total").await, sched.cpu_seconds(), Instant::now());
+    let (msgs0, cpu0, t0) = (
+        metric(&client, "thecloud_agent_messages_total").await,
+        sched.cpu_seconds(),
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let (msgs1, cpu1, t1) = (metric(&client, "thecloud_agent_messages_total").await, sched.cpu_seconds(), Instant::now());
+    let (msgs1, cpu1, t1) = (
+        metric(&client, "thecloud_agent_messages_total").await,
+        sched.cpu_seconds(),
+        Instant::now(),
+    );
     let window = (t1 - t0).as_secs_f64();
     let idle_msgs_per_s = (msgs1 - msgs0) / window;
     let idle_cpu_cores = (cpu1 - cpu0) / window;
-    eprintln!("   at rest: {idle_msgs_per_s:.0} agent messages/s, scheduler {idle_cpu_cores:.2} cores");
+    eprintln!(
+        "   at rest: {idle_msgs_per_s:.0} agent messages/s, scheduler {idle_cpu_cores:.2} cores"
+    );
 
     // Load: M creates, C in flight.
     let cpu_before = sched.cpu_seconds();
@@ -274,7 +346,11 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
             let sent = Instant::now();
             let r = client.instance_create(&req).await;
             drop(permit);
-            (sent, Instant::now(), r.map(|_| ()).map_err(|e| e.to_string()))
+            (
+                sent,
+                Instant::now(),
+                r.map(|_| ()).map_err(|e| e.to_string()),
+            )
         });
     }
     let mut latencies = Vec::with_capacity(args.instances);
@@ -301,7 +377,11 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
         bail!("{errors} of {} requests failed", args.instances);
     }
     let all_placed = last - started;
-    eprintln!("   all {} placed in {:.2} s", args.instances, all_placed.as_secs_f64());
+    eprintln!(
+        "   all {} placed in {:.2} s",
+        args.instances,
+        all_placed.as_secs_f64()
+    );
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let running = metric(&client, "thecloud_instances{status=\"running\"}").await;
@@ -321,12 +401,17 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
     latencies.sort();
     let q = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     if sim.running_instances() < args.instances {
-        bail!("the nodes run {} containers, expected {}", sim.running_instances(), args.instances);
+        bail!(
+            "the nodes run {} containers, expected {}",
+            sim.running_instances(),
+            args.instances
+        );
     }
     sim.shutdown().await;
     drop(sched);
     if let Some(url) = pg {
-        cloud_tests::postgres_drop_url(&url, args.postgres_url.as_deref().unwrap_or_default()).await;
+        cloud_tests::postgres_drop_url(&url, args.postgres_url.as_deref().unwrap_or_default())
+            .await;
     }
     Ok(Figures {
         store: store.to_string(),
@@ -341,6 +426,10 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
         peak_rss_mib,
         idle_msgs_per_s,
         idle_cpu_cores,
-        batch_mean: if batches > 0.0 { batch_sum / batches } else { 0.0 },
+        batch_mean: if batches > 0.0 {
+            batch_sum / batches
+        } else {
+            0.0
+        },
     })
 }
