@@ -19,6 +19,7 @@ pub struct App {
     pub planner: Planner,
     pub key_cache: crate::keycache::KeyCache,
     pub status_writer: crate::statuswriter::StatusWriter,
+    pub specs: crate::specs::SpecCache,
     /// The project keys act in until projects are managed through the API.
     pub default_project: ProjectId,
     placement_seq: AtomicU64,
@@ -43,6 +44,7 @@ impl App {
             planner,
             key_cache: crate::keycache::KeyCache::default(),
             status_writer,
+            specs: crate::specs::SpecCache::default(),
             default_project,
             placement_seq: AtomicU64::new(0),
             placement_seed: rand::random(),

@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod server;
 pub mod services;
 pub mod sessions;
+pub mod specs;
 pub mod statuswriter;
 pub mod store;
 pub mod tasks;

@@ -21,6 +21,16 @@ pub struct Metrics {
     pub evictions_blocked: IntGauge,
     /// Messages received from agents, by kind (heartbeat, telemetry, observed, logs, hello).
     pub agent_messages: IntCounterVec,
+    /// The same counters, resolved once: the per-message path does no label lookup.
+    pub agent_message_counters: AgentMessageCounters,
+}
+
+pub struct AgentMessageCounters {
+    pub hello: IntCounter,
+    pub heartbeat: IntCounter,
+    pub telemetry: IntCounter,
+    pub observed: IntCounter,
+    pub log_chunk: IntCounter,
 }
 
 impl Default for Metrics {
@@ -135,6 +145,13 @@ impl Metrics {
             planner_batch_size,
             evictions,
             evictions_blocked,
+            agent_message_counters: AgentMessageCounters {
+                hello: agent_messages.with_label_values(&["hello"]),
+                heartbeat: agent_messages.with_label_values(&["heartbeat"]),
+                telemetry: agent_messages.with_label_values(&["telemetry"]),
+                observed: agent_messages.with_label_values(&["observed"]),
+                log_chunk: agent_messages.with_label_values(&["log_chunk"]),
+            },
             agent_messages,
         }
     }

@@ -88,6 +88,7 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Write>, mut stop: watch::
             Ok(deleted) => {
                 for (instance, node) in deleted {
                     tracing::info!(%instance, node = %node, "instance deleted");
+                    app.specs.remove(&instance);
                     app.planner
                         .notify(crate::planner::Event::NodeChanged(NodeId(node)));
                 }

@@ -19,8 +19,10 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Status, Streaming};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a session re-checks the node's generation even without a change notification.
-const DESIRED_RECHECK: Duration = Duration::from_secs(5);
+/// How often a session re-checks the node's desired state without a change notice (a safety
+/// net; every change notifies), and how soon it retries after a failed push.
+const DESIRED_RECHECK: Duration = Duration::from_secs(60);
+const DESIRED_RETRY: Duration = Duration::from_secs(1);
 
 type Outbound = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
 
@@ -83,8 +85,11 @@ async fn run(
         observed_rx,
     ));
     let mut last_pushed: Option<i64> = None;
-    let mut recheck = tokio::time::interval(DESIRED_RECHECK);
-    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first push happens at once; later rechecks of thousands of sessions are spread
+    // over the period.
+    let jitter = Duration::from_millis(rand::random::<u64>() % 10_000);
+    let recheck = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(recheck);
     loop {
         tokio::select! {
             biased;
@@ -103,8 +108,14 @@ async fn run(
                     break;
                 }
             },
-            _ = ticket.desired_changed.notified() => push_desired(&app, node, &tx, &mut last_pushed).await,
-            _ = recheck.tick() => push_desired(&app, node, &tx, &mut last_pushed).await,
+            _ = ticket.desired_changed.notified() => {
+                let ok = push_desired(&app, node, &tx, &mut last_pushed).await;
+                recheck.as_mut().reset(tokio::time::Instant::now() + if ok { DESIRED_RECHECK } else { DESIRED_RETRY });
+            }
+            _ = &mut recheck => {
+                let ok = push_desired(&app, node, &tx, &mut last_pushed).await;
+                recheck.as_mut().reset(tokio::time::Instant::now() + if ok { DESIRED_RECHECK + jitter } else { DESIRED_RETRY });
+            }
         }
     }
     worker.abort();
@@ -124,14 +135,14 @@ async fn handle(
             tracing::error!(%node, error = %e, "cannot mark node ready again; will retry");
         }
     }
-    let kind = match &msg {
-        Up::Hello(_) => "hello",
-        Up::Heartbeat(_) => "heartbeat",
-        Up::Telemetry(_) => "telemetry",
-        Up::Observed(_) => "observed",
-        Up::LogChunk(_) => "log_chunk",
-    };
-    app.metrics.agent_messages.with_label_values(&[kind]).inc();
+    let counters = &app.metrics.agent_message_counters;
+    match &msg {
+        Up::Hello(_) => counters.hello.inc(),
+        Up::Heartbeat(_) => counters.heartbeat.inc(),
+        Up::Telemetry(_) => counters.telemetry.inc(),
+        Up::Observed(_) => counters.observed.inc(),
+        Up::LogChunk(_) => counters.log_chunk.inc(),
+    }
     match msg {
         Up::Hello(h) => {
             // A later Hello updates the node's facts (e.g. a driver came up).
@@ -178,21 +189,40 @@ async fn push_desired(
     node: NodeId,
     tx: &mpsc::Sender<pb::SchedulerMessage>,
     last: &mut Option<i64>,
-) {
-    // One statement reads the generation and the instances together (one snapshot).
-    let (generation, instances) = match app.store.node_desired_state(node).await {
+) -> bool {
+    // One statement reads the generation and the instances' changing state together (one
+    // snapshot); the immutable rest of each spec comes from the cache.
+    let (generation, states) = match app.store.node_desired_light(node).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(%node, error = %e, "cannot load the desired state; will retry");
-            return;
+            return false;
         }
     };
     if *last == Some(generation) {
-        return;
+        return true;
+    }
+    let missing = app.specs.missing(states.iter().map(|s| s.id));
+    if !missing.is_empty() {
+        match app.store.instances_get_many(&missing).await {
+            Ok(records) => records.iter().for_each(|r| app.specs.insert(r)),
+            Err(e) => {
+                tracing::error!(%node, error = %e, "cannot load instance specs; will retry");
+                return false;
+            }
+        }
+    }
+    let mut instances = Vec::with_capacity(states.len());
+    for st in &states {
+        match app.specs.get(&st.id) {
+            Some(base) => instances.push(crate::specs::spec(&base, st)),
+            // Deleted between the two reads: it is gone from the next document anyway.
+            None => return false,
+        }
     }
     let doc = pb::DesiredState {
         generation: crate::store::to_u64(generation),
-        instances: instances.iter().map(convert::instance_spec).collect(),
+        instances,
     };
     let count = doc.instances.len();
     if tx
@@ -204,5 +234,8 @@ async fn push_desired(
     {
         *last = Some(generation);
         tracing::debug!(%node, generation, instances = count, "desired state sent");
+        true
+    } else {
+        false
     }
 }

@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 /// A view older than this is refreshed before a request is refused for lack of room.
 pub const STALE_AFTER: Duration = Duration::from_secs(1);
+/// Above this many changed nodes (or a tenth of the fleet) the view is reloaded whole.
+const BULK_RELOAD: usize = 64;
 
 pub struct State {
     pub snapshot: placement::ClusterSnapshot,
@@ -122,6 +124,11 @@ impl State {
         }
         changed.sort();
         changed.dedup();
+        // Many changes at once (a fleet joining, a restart): one full load beats a reload each.
+        if changed.len() > BULK_RELOAD.max(self.snapshot.len() / 10) {
+            *self = State::load(store).await?;
+            return Ok(());
+        }
         for id in changed {
             self.reload_node(store, id).await?;
         }

@@ -79,7 +79,9 @@ impl App {
         };
         let placed = self.planner.create(new.clone()).await?;
         tracing::debug!(instance = %id, %name, node = %placed.node, "instance placed");
-        Ok(record_of(new, &placed))
+        let record = record_of(new, &placed);
+        self.specs.insert(&record);
+        Ok(record)
     }
 
     /// Asks the instance to stop. Idempotent.
@@ -171,6 +173,7 @@ impl App {
         if let Some(node) = inst.node_id {
             self.sessions.notify_desired(NodeId(node));
             if outcome == DeleteOutcome::Deleted {
+                self.specs.remove(&inst.id);
                 self.planner
                     .notify(crate::planner::Event::NodeChanged(NodeId(node)));
             }

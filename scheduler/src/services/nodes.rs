@@ -209,7 +209,7 @@ impl App {
             .map(|o| (o.instance_id.as_str(), o))
             .collect();
         // One read to diff against; the writes go to the batching status writer.
-        for inst in self.store.instance_list_by_node(node).await? {
+        for inst in self.store.instance_states_by_node(node).await? {
             let id = InstanceId(inst.id);
             let key = id.to_string();
             let obs = seen.get(key.as_str());

@@ -97,6 +97,28 @@ pub struct NewInstance {
     pub created_at: DateTime<Utc>,
 }
 
+/// The changing part of an instance: what sessions need to diff observations and build
+/// desired states (no JSON columns to decode).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstanceState {
+    pub id: Uuid,
+    pub name: String,
+    pub desired_state: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub runtime_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub change_generation: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DesiredLightRow {
+    #[sqlx(flatten)]
+    state: InstanceState,
+    node_generation: i64,
+}
+
 #[derive(sqlx::FromRow)]
 struct DesiredRow {
     #[sqlx(flatten)]
@@ -204,6 +226,56 @@ impl Store {
         }
         // No instances: the generation alone.
         Ok((self.node_generation(node).await?, Vec::new()))
+    }
+
+    /// The states of every instance on a node (deleting ones too).
+    pub async fn instance_states_by_node(&self, node: NodeId) -> StoreResult<Vec<InstanceState>> {
+        on_pool!(self, p => Ok(sqlx::query_as(
+            "SELECT id, name, desired_state, status, status_reason, runtime_id, started_at, exit_code,
+                change_generation FROM instances WHERE node_id = $1 ORDER BY id",
+        )
+        .bind(node.0)
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// A node's desired state, light: its generation and the states of the instances it must
+    /// run, in one statement (one snapshot). Specs come from the caller's cache.
+    pub async fn node_desired_light(&self, node: NodeId) -> StoreResult<(i64, Vec<InstanceState>)> {
+        let rows: Vec<DesiredLightRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT i.id, i.name, i.desired_state, i.status, i.status_reason, i.runtime_id, i.started_at,
+                i.exit_code, i.change_generation, n.generation AS node_generation
+             FROM instances i JOIN nodes n ON n.id = i.node_id
+             WHERE i.node_id = $1 AND i.status <> 'deleting' ORDER BY i.id",
+        )
+        .bind(node.0)
+        .fetch_all(p)
+        .await?);
+        if let Some(first) = rows.first() {
+            let generation = first.node_generation;
+            return Ok((generation, rows.into_iter().map(|r| r.state).collect()));
+        }
+        Ok((self.node_generation(node).await?, Vec::new()))
+    }
+
+    /// Full records of the given instances (any project; for the scheduler's own use).
+    pub async fn instances_get_many(&self, ids: &[Uuid]) -> StoreResult<Vec<InstanceRecord>> {
+        let pg = self.is_postgres();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let list = super::batch::values(chunk.len(), 1, pg).replace("),(", ",");
+            // The SQL holds only placeholders; every value is bound.
+            let sql = format!("{} WHERE i.id IN {list}", select_instances!(""));
+            let rows: Vec<InstanceRecord> = on_pool!(self, p => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(p).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
     }
 
     /// Every instance placed on a node (all projects): the node's desired state.

@@ -13,7 +13,7 @@ mod placements;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
 pub use batch::{DeletionConfirm, ObservationWrite};
-pub use instances::{DeleteOutcome, InstanceRecord, InstanceUpdate, NewInstance};
+pub use instances::{DeleteOutcome, InstanceRecord, InstanceState, InstanceUpdate, NewInstance};
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
 

@@ -550,3 +550,46 @@ fn urls_are_redacted() {
         "postgres://u@h/db?sslmode=require&password=***&sslpassword=***"
     );
 }
+
+#[tokio::test]
+async fn desired_state_reads_agree_with_full_records() {
+    on_both(|store| async move {
+        let project = store.project_ensure("p").await.unwrap();
+        let (node, pgen) = ready_node(&store, "n").await;
+        let a = new_instance(project, "a", 100, 64);
+        let b = new_instance(project, "b", 100, 64);
+        store.instance_insert_placed(&a, node, pgen).await.unwrap();
+        store
+            .instance_insert_placed(&b, node, pgen + 1)
+            .await
+            .unwrap();
+        store.instance_delete(project, b.id).await.unwrap();
+        let (generation, light) = store.node_desired_light(node).await.unwrap();
+        let (full_gen, full) = store.node_desired_state(node).await.unwrap();
+        assert_eq!(generation, full_gen);
+        assert_eq!(generation, store.node_generation(node).await.unwrap());
+        assert_eq!(
+            light.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![a.id.0],
+            "deleting instances are not desired"
+        );
+        assert_eq!(full.len(), 1);
+        let states = store.instance_states_by_node(node).await.unwrap();
+        assert_eq!(states.len(), 2, "the states include deleting instances");
+        let many = store
+            .instances_get_many(&[a.id.0, b.id.0, uuid::Uuid::nil()])
+            .await
+            .unwrap();
+        assert_eq!(many.len(), 2);
+        assert!(
+            many.iter()
+                .any(|r| r.id == a.id.0 && r.env.0.get("A").map(String::as_str) == Some("1"))
+        );
+        // An empty node still has a generation.
+        let (empty, _) = ready_node(&store, "m").await;
+        let (g, none) = store.node_desired_light(empty).await.unwrap();
+        assert!(none.is_empty());
+        assert_eq!(g, store.node_generation(empty).await.unwrap());
+    })
+    .await;
+}
