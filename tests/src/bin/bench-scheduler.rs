@@ -97,26 +97,28 @@ async fn main() -> anyhow::Result<()> {
         "scheduler binary {} not found (cargo build -p cloud-scheduler first)",
         bin.display()
     );
-    let mut rows = Vec::new();
-    for store in args.stores.split(',').flat_map(|s| {
-        if s == "both" {
-            vec!["sqlite", "postgres"]
-        } else {
-            vec![s]
-        }
-    }) {
-        eprintln!(
-            "== {store}: {} nodes, {} instances, {} in flight",
-            args.nodes, args.instances, args.concurrency
-        );
-        rows.push(run(&args, &bin, store).await?);
-    }
-    println!();
     println!(
         "| store | nodes | instances | first placement | placement p50 / p95 / p99 | all placed | all running | placements/s | scheduler CPU s | peak RSS | idle: agent msgs/s, scheduler cores | mean batch |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for f in &rows {
+    let stores: Vec<&str> = args
+        .stores
+        .split(',')
+        .flat_map(|s| {
+            if s == "both" {
+                vec!["sqlite", "postgres"]
+            } else {
+                vec![s]
+            }
+        })
+        .collect();
+    for store in stores {
+        eprintln!(
+            "== {store}: {} nodes, {} instances, {} in flight",
+            args.nodes, args.instances, args.concurrency
+        );
+        // Each row is printed as soon as it is measured.
+        let f = run(&args, &bin, store).await?;
         println!(
             "| {} | {} | {} | {:.0} ms | {:.1} / {:.1} / {:.1} ms | {:.2} s | {:.2} s | {:.0} | {:.1} | {:.0} MiB | {:.0}/s, {:.2} | {:.0} |",
             f.store,
