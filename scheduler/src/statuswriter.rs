@@ -80,21 +80,38 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Write>, mut stop: watch::
         let observations: Vec<ObservationWrite> = observations.into_values().collect();
         let applied: Vec<(NodeId, u64)> = applied.into_iter().collect();
         let deletions: Vec<DeletionConfirm> = deletions.into_values().collect();
-        match app
-            .store
-            .observations_write(&observations, &applied, &deletions)
-            .await
-        {
-            Ok(deleted) => {
-                for (instance, node) in deleted {
-                    tracing::info!(%instance, node = %node, "instance deleted");
-                    app.specs.remove(&instance);
-                    app.planner
-                        .notify(crate::planner::Event::NodeChanged(NodeId(node)));
+        // Instance rows and node rows go in separate transactions (see observations_write);
+        // a transaction rolled back by a deadlock is simply run again.
+        for attempt in 1..=3 {
+            match app
+                .store
+                .observations_write(&observations, &deletions)
+                .await
+            {
+                Ok(deleted) => {
+                    for (instance, node) in deleted {
+                        tracing::info!(%instance, node = %node, "instance deleted");
+                        app.specs.remove(&instance);
+                        app.planner
+                            .notify(crate::planner::Event::NodeChanged(NodeId(node)));
+                    }
+                    break;
+                }
+                Err(crate::store::StoreError::Conflict) if attempt < 3 => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, writes = count, "cannot write observed states; agents will report them again");
+                    break;
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, writes = count, "cannot write observed states; agents will report them again")
+        }
+        for attempt in 1..=3 {
+            match app.store.node_applied_write(&applied).await {
+                Ok(()) => break,
+                Err(crate::store::StoreError::Conflict) if attempt < 3 => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record applied generations");
+                    break;
+                }
             }
         }
     }

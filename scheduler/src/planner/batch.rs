@@ -312,6 +312,13 @@ async fn commit_creates(
         .collect();
     let outcome = match app.store.placements_commit(&guards, &rows).await {
         Ok(o) => o,
+        Err(StoreError::Conflict) => {
+            // The transaction was rolled back (e.g. a deadlock): nothing was written; plan
+            // these again.
+            app.metrics.placement_conflicts.inc();
+            retry.extend(placed.into_iter().map(|(it, _)| it));
+            return guards.iter().map(|g| g.node).collect();
+        }
         Err(e) => {
             let err = match e {
                 StoreError::Duplicate => Error::AlreadyExists(
@@ -360,6 +367,11 @@ async fn commit_moves(
         .collect();
     let outcome = match app.store.placements_move(&guards, &rows).await {
         Ok(o) => o,
+        Err(StoreError::Conflict) => {
+            app.metrics.placement_conflicts.inc();
+            retry.extend(placed.into_iter().map(|(it, _)| it));
+            return guards.iter().map(|g| g.node).collect();
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot commit moves");
             for (it, _) in placed {

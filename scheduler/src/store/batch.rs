@@ -53,15 +53,20 @@ pub struct DeletionConfirm {
 }
 
 impl Store {
-    /// Writes a batch in one transaction: observations (each applied only if the agent has
-    /// applied the instance's last change and it is not being deleted), applied generations
-    /// (never backwards), and confirmed deletions. Returns the deleted (instance, node) pairs.
+    /// Writes a batch of instance rows in one transaction: observations (each applied only if
+    /// the agent has applied the instance's last change and it is not being deleted) and
+    /// confirmed deletions. Rows are taken in id order. Returns the deleted (instance, node)
+    /// pairs. Touches no node row, so it cannot deadlock with writers that lock a node and
+    /// then its instances.
     pub async fn observations_write(
         &self,
         observations: &[ObservationWrite],
-        applied: &[(NodeId, u64)],
         deletions: &[DeletionConfirm],
     ) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let mut observations = observations.to_vec();
+        observations.sort_by_key(|o| o.id);
+        let mut deletions = deletions.to_vec();
+        deletions.sort_by_key(|d| d.id);
         let now: DateTime<Utc> = Utc::now();
         let pg = self.is_postgres();
         in_tx!(self, tx => {
@@ -90,18 +95,6 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
-            for chunk in applied.chunks(CHUNK) {
-                let sql = format!(
-                    "UPDATE nodes SET applied_generation = v.column2 FROM (VALUES {}) AS v \
-                     WHERE nodes.id = v.column1 AND nodes.applied_generation < v.column2",
-                    values(chunk.len(), 2, pg)
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (node, generation) in chunk {
-                    q = q.bind(node.0).bind(to_i64(*generation));
-                }
-                q.execute(&mut *tx).await?;
-            }
             let mut deleted = Vec::new();
             for chunk in deletions.chunks(CHUNK) {
                 let sql = format!(
@@ -120,7 +113,32 @@ impl Store {
         })
     }
 
-    /// Persists heartbeat times collected in memory, many nodes per statement.
+    /// Records the generations agents report as applied (never backwards), in node order.
+    pub async fn node_applied_write(&self, applied: &[(NodeId, u64)]) -> StoreResult<()> {
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let mut applied = applied.to_vec();
+        applied.sort();
+        let pg = self.is_postgres();
+        in_tx!(self, tx => {
+            for chunk in applied.chunks(CHUNK) {
+                let sql = format!(
+                    "UPDATE nodes SET applied_generation = v.column2 FROM (VALUES {}) AS v \
+                     WHERE nodes.id = v.column1 AND nodes.applied_generation < v.column2",
+                    values(chunk.len(), 2, pg)
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (node, generation) in chunk {
+                    q = q.bind(node.0).bind(to_i64(*generation));
+                }
+                q.execute(&mut *tx).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Persists heartbeat times collected in memory, many nodes per statement, in node order.
     pub async fn node_record_heartbeats(
         &self,
         beats: &[(NodeId, DateTime<Utc>)],

@@ -50,6 +50,13 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            // PostgreSQL deadlock / serialization failure: the transaction was rolled back
+            // and may simply be run again.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40P01") | Some("40001")) =>
+            {
+                StoreError::Conflict
+            }
             _ => StoreError::Db(e),
         }
     }

@@ -192,7 +192,21 @@ impl Store {
         in_tx!(self, tx => {
             let mut out = MoveOutcome::default();
             out.commit = guard_nodes!(tx, guards, pg);
-            let mut sources = HashSet::new();
+            // Source nodes first (in id order), then instances: the same lock order as a
+            // delete or a start/stop (node row, then instance row), so they cannot deadlock.
+            let mut sources: Vec<NodeId> = rows
+                .iter()
+                .filter(|r| out.commit.committed.contains_key(&r.to))
+                .map(|r| r.from)
+                .collect();
+            sources.sort();
+            sources.dedup();
+            for from in &sources {
+                sqlx::query("UPDATE nodes SET generation = generation + 1 WHERE id = $1")
+                    .bind(from.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for r in rows {
                 let Some(target) = out.commit.committed.get(&r.to).copied() else { continue };
                 let done = sqlx::query(
@@ -212,14 +226,7 @@ impl Store {
                 .rows_affected();
                 if done > 0 {
                     out.moved.push(r.id);
-                    sources.insert(r.from);
                 }
-            }
-            for from in sources {
-                sqlx::query("UPDATE nodes SET generation = generation + 1 WHERE id = $1")
-                    .bind(from.0)
-                    .execute(&mut *tx)
-                    .await?;
             }
             Ok(out)
         })
