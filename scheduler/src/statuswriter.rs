@@ -22,6 +22,8 @@ pub enum Write {
     Observation(ObservationWrite),
     Applied(NodeId, u64),
     Deleted(DeletionConfirm),
+    /// Heartbeat times to persist (from the liveness task).
+    Heartbeats(Vec<(NodeId, chrono::DateTime<chrono::Utc>)>),
 }
 
 #[derive(Clone)]
@@ -53,6 +55,7 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Write>, mut stop: watch::
         let mut observations: HashMap<cloud_api::InstanceId, ObservationWrite> = HashMap::new();
         let mut applied: HashMap<NodeId, u64> = HashMap::new();
         let mut deletions: HashMap<cloud_api::InstanceId, DeletionConfirm> = HashMap::new();
+        let mut beats: HashMap<NodeId, chrono::DateTime<chrono::Utc>> = HashMap::new();
         let mut fold = |w: Write| match w {
             // A later observation of the same instance replaces an earlier one.
             Write::Observation(o) => {
@@ -65,6 +68,7 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Write>, mut stop: watch::
             Write::Deleted(d) => {
                 deletions.insert(d.id, d);
             }
+            Write::Heartbeats(v) => beats.extend(v),
         };
         fold(first);
         let mut count = 1;
@@ -103,6 +107,10 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Write>, mut stop: watch::
                     break;
                 }
             }
+        }
+        let beats: Vec<_> = beats.into_iter().collect();
+        if let Err(e) = app.store.node_record_heartbeats(&beats).await {
+            tracing::warn!(error = %e, "cannot persist heartbeats");
         }
         for attempt in 1..=3 {
             match app.store.node_applied_write(&applied).await {

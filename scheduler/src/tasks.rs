@@ -28,8 +28,11 @@ pub async fn liveness(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             }
         }
         let beats = app.sessions.heartbeats_to_flush(HEARTBEAT_FLUSH_EVERY);
-        if let Err(e) = app.store.node_record_heartbeats(&beats).await {
-            tracing::warn!(error = %e, "cannot persist heartbeats");
+        if !beats.is_empty() {
+            // One writer for liveness rows: the status writer.
+            app.status_writer
+                .send(crate::statuswriter::Write::Heartbeats(beats))
+                .await;
         }
     }
 }

@@ -123,9 +123,12 @@ impl Store {
         let pg = self.is_postgres();
         in_tx!(self, tx => {
             for chunk in applied.chunks(CHUNK) {
+                // The SQL holds only placeholders; every value is bound.
                 let sql = format!(
-                    "UPDATE nodes SET applied_generation = v.column2 FROM (VALUES {}) AS v \
-                     WHERE nodes.id = v.column1 AND nodes.applied_generation < v.column2",
+                    "INSERT INTO node_liveness (node_id, applied_generation) VALUES {} \
+                     ON CONFLICT (node_id) DO UPDATE SET applied_generation = CASE \
+                     WHEN excluded.applied_generation > node_liveness.applied_generation \
+                     THEN excluded.applied_generation ELSE node_liveness.applied_generation END",
                     values(chunk.len(), 2, pg)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -146,11 +149,14 @@ impl Store {
         if beats.is_empty() {
             return Ok(());
         }
+        let mut beats = beats.to_vec();
+        beats.sort();
         let pg = self.is_postgres();
         in_tx!(self, tx => {
             for chunk in beats.chunks(CHUNK) {
                 let sql = format!(
-                    "UPDATE nodes SET last_heartbeat_at = v.column2 FROM (VALUES {}) AS v WHERE nodes.id = v.column1",
+                    "INSERT INTO node_liveness (node_id, last_heartbeat_at) VALUES {} \
+                     ON CONFLICT (node_id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at",
                     values(chunk.len(), 2, pg)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

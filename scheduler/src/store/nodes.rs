@@ -14,8 +14,11 @@ macro_rules! select_nodes {
     ($tail:literal) => {
         concat!(
             "SELECT n.id, n.name, n.hostname, n.status, n.cpu_millis, n.memory_mb, n.disk_gb, ",
-            "n.drivers, n.labels, n.agent_version, n.generation, n.applied_generation, n.cert_serial, ",
-            "n.last_heartbeat_at, n.created_at, n.placement_generation, n.status_changed_at, ",
+            "n.drivers, n.labels, n.agent_version, n.generation, ",
+            "COALESCE((SELECT l.applied_generation FROM node_liveness l WHERE l.node_id = n.id), n.applied_generation) AS applied_generation, ",
+            "n.cert_serial, ",
+            "COALESCE((SELECT l.last_heartbeat_at FROM node_liveness l WHERE l.node_id = n.id), n.last_heartbeat_at) AS last_heartbeat_at, ",
+            "n.created_at, n.placement_generation, n.status_changed_at, ",
             "(SELECT CAST(SUM(i.cpu_millis) AS BIGINT) FROM instances i WHERE i.node_id = n.id) AS alloc_cpu_millis, ",
             "(SELECT CAST(SUM(i.memory_mb) AS BIGINT) FROM instances i WHERE i.node_id = n.id) AS alloc_memory_mb ",
             "FROM nodes n ",
