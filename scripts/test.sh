@@ -9,6 +9,7 @@
 #
 # Environment:
 #   THECLOUD_SKIP_LINT=1        skip `cargo fmt --check` and `cargo clippy`
+#   THECLOUD_SKIP_BENCH=1       skip the scheduler benchmark smoke run
 #   THECLOUD_TEST_DATABASE_URL  use this PostgreSQL instead of setting up the local cluster
 set -euo pipefail
 
@@ -201,6 +202,20 @@ else
   check clippy cargo clippy --workspace --all-targets -- -D warnings
 fi
 check tests run_tests
+
+# A small scheduler benchmark as a smoke test (issue #3): 500 simulated nodes, 5,000
+# instances through the REST API, on SQLite and on PostgreSQL, then a node failover. It fails
+# on errors only, never on timing (the figures are printed for the log).
+smoke_bench() {
+  cargo build --workspace --bins || return
+  ./target/debug/bench-scheduler --nodes 500 --instances 5000 --idle-seconds 2 \
+    --stores sqlite,postgres --postgres-url "$THECLOUD_TEST_DATABASE_URL"
+}
+if [[ ${THECLOUD_SKIP_BENCH:-0} == 1 ]]; then
+  PHASES+=("benchmark smoke|-|skipped (THECLOUD_SKIP_BENCH=1)")
+else
+  check "benchmark smoke" smoke_bench
+fi
 
 if ((FAILED)); then
   say "FAILED"

@@ -55,9 +55,6 @@ struct Args {
     /// The scheduler binary (default: next to this one).
     #[arg(long)]
     scheduler_bin: Option<PathBuf>,
-    /// Only check that everything works (CI smoke): no figures are compared to targets.
-    #[arg(long)]
-    smoke: bool,
 }
 
 fn parse_ms(s: &str) -> Result<Duration, String> {
@@ -69,6 +66,8 @@ fn parse_ms(s: &str) -> Result<Duration, String> {
 }
 
 struct Figures {
+    down_after: Duration,
+    moved_after: Duration,
     store: String,
     first_placement: Duration,
     p50: Duration,
@@ -98,9 +97,9 @@ async fn main() -> anyhow::Result<()> {
         bin.display()
     );
     println!(
-        "| store | nodes | instances | first placement | placement p50 / p95 / p99 | all placed | all running | placements/s | scheduler CPU s | peak RSS | idle: agent msgs/s, scheduler cores | mean batch |"
+        "| store | nodes | instances | first placement | placement p50 / p95 / p99 | all placed | all running | placements/s | scheduler CPU s | peak RSS | idle: agent msgs/s, scheduler cores | mean batch | failover: down / running elsewhere |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let stores: Vec<&str> = args
         .stores
         .split(',')
@@ -120,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
         // Each row is printed as soon as it is measured.
         let f = run(&args, &bin, store).await?;
         println!(
-            "| {} | {} | {} | {:.0} ms | {:.1} / {:.1} / {:.1} ms | {:.2} s | {:.2} s | {:.0} | {:.1} | {:.0} MiB | {:.0}/s, {:.2} | {:.0} |",
+            "| {} | {} | {} | {:.0} ms | {:.1} / {:.1} / {:.1} ms | {:.2} s | {:.2} s | {:.0} | {:.1} | {:.0} MiB | {:.0}/s, {:.2} | {:.0} | {:.1} s / {:.1} s |",
             f.store,
             args.nodes,
             args.instances,
@@ -136,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
             f.idle_msgs_per_s,
             f.idle_cpu_cores,
             f.batch_mean,
+            f.down_after.as_secs_f64(),
+            f.moved_after.as_secs_f64(),
         );
     }
     Ok(())
@@ -216,7 +217,7 @@ async fn start_scheduler(bin: &Path, database_url: Option<&str>) -> anyhow::Resu
     // Generous down detection: the benchmark machine is saturated on purpose.
     std::fs::write(
         &config,
-        "node_down_after = \"60s\"\nheartbeat_interval = \"1s\"\ntelemetry_interval = \"10s\"\n",
+        "node_down_after = \"10s\"\nreschedule_after = \"2s\"\nheartbeat_interval = \"1s\"\ntelemetry_interval = \"10s\"\n",
     )?;
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--data-dir"])
@@ -300,7 +301,7 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
     cfg.start_delay = args.start_delay;
     cfg.enroll_concurrency = 32;
     cfg.connect_timeout = Duration::from_secs(600);
-    let sim = cloud_agent::sim::Sim::start(cfg).await?;
+    let mut sim = cloud_agent::sim::Sim::start(cfg).await?;
     eprintln!(
         "   {} nodes enrolled and connected in {:.1} s",
         sim.len(),
@@ -413,6 +414,14 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
             args.instances
         );
     }
+    // Failover: kill a node that runs instances; how long until it is down, and until its
+    // instances (restart policy always) run elsewhere?
+    let (down_after, moved_after) = failover(&client, &mut sim).await?;
+    eprintln!(
+        "   failover: node down {:.1} s after the kill, its instances running elsewhere {:.1} s after that",
+        down_after.as_secs_f64(),
+        moved_after.as_secs_f64()
+    );
     sim.shutdown().await;
     drop(sched);
     if let Some(url) = pg {
@@ -420,6 +429,8 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
             .await;
     }
     Ok(Figures {
+        down_after,
+        moved_after,
         store: store.to_string(),
         first_placement: first.map_or(Duration::ZERO, |f| f - started),
         p50: q(0.50),
@@ -438,4 +449,55 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
             0.0
         },
     })
+}
+
+/// Kills the sim node running the most instances; returns (kill → node down, down → all its
+/// instances running on other nodes).
+async fn failover(
+    client: &Client,
+    sim: &mut cloud_agent::sim::Sim,
+) -> anyhow::Result<(Duration, Duration)> {
+    let victim = (0..sim.len())
+        .max_by_key(|i| sim.runtime(*i).running_count())
+        .context("no nodes")?;
+    let name = sim.node_name(victim).to_string();
+    let ids: Vec<String> = sim
+        .runtime(victim)
+        .containers()
+        .iter()
+        .filter_map(|c| c.label("thecloud.instance-id").map(str::to_string))
+        .collect();
+    let killed = Instant::now();
+    sim.kill(victim);
+    loop {
+        if client.node_get(&name).await?.status == cloud_api::NodeStatus::Down {
+            break;
+        }
+        if killed.elapsed() > Duration::from_secs(120) {
+            bail!("node {name} not down 120 s after the kill");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let down_after = killed.elapsed();
+    let down_at = Instant::now();
+    loop {
+        let mut all = true;
+        for id in &ids {
+            let inst = client.instance_get(id).await?;
+            if inst.status != cloud_api::InstanceStatus::Running
+                || inst.node_name.as_deref() == Some(name.as_str())
+            {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            break;
+        }
+        if down_at.elapsed() > Duration::from_secs(120) {
+            bail!("the instances of {name} did not run elsewhere within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((down_after, down_at.elapsed()))
 }
