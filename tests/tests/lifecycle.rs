@@ -50,7 +50,16 @@ async fn launch_stop_start_delete() {
     );
     let usage = wait_for("instance usage", Duration::from_secs(10), || {
         let client = client.clone();
-        async move { client.instance_get("web").await.ok()?.usage }
+        async move {
+            // The fake reports its default stats until `set_stats` lands, so
+            // wait for the values we set rather than the first report.
+            client
+                .instance_get("web")
+                .await
+                .ok()?
+                .usage
+                .filter(|u| u.cpu_percent == 12.5)
+        }
     })
     .await;
     assert_eq!(
