@@ -215,6 +215,10 @@ pub async fn start(
         &config.data_dir,
         config.reconciler.clone(),
     )?;
+    let reconciler = match &config.network {
+        Some(n) => reconciler.with_network(n.backend.clone()),
+        None => reconciler,
+    };
     let probe: Arc<dyn HostProbe> = match &config.host_probe {
         Some(p) => p.clone(),
         None => Arc::new(ProcfsProbe::new(&config.data_dir)),
@@ -239,6 +243,7 @@ pub async fn start(
         observed_rx: observed_rx.clone(),
         connected_tx,
         timing: config.session.clone(),
+        network: config.network.clone(),
     });
 
     let span = tracing::info_span!("agent", node_id = %node_id);

@@ -77,6 +77,26 @@ pub struct AgentConfig {
     /// Start with the link to the scheduler cut (see [`crate::AgentHandle::set_partitioned`]).
     /// Only the node simulator sets this, to restart a partitioned node; default `false`.
     pub partitioned: bool,
+    /// VPC networking (underlay address + data plane). `None`: instances in a VPC fail here
+    /// with a clear reason and the scheduler does not place them on this node.
+    pub network: Option<NodeNetwork>,
+}
+
+/// A node's VPC networking: where other nodes reach its VXLAN endpoint, and the data plane.
+#[derive(Clone)]
+pub struct NodeNetwork {
+    pub underlay_ip: std::net::Ipv4Addr,
+    pub underlay_mtu: u32,
+    pub backend: Arc<dyn crate::network::NetworkBackend>,
+}
+
+impl fmt::Debug for NodeNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeNetwork")
+            .field("underlay_ip", &self.underlay_ip)
+            .field("underlay_mtu", &self.underlay_mtu)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AgentConfig {
@@ -100,6 +120,7 @@ impl AgentConfig {
             reconciler: ReconcilerConfig::default(),
             session: SessionTiming::default(),
             partitioned: false,
+            network: None,
         }
     }
 }
@@ -119,6 +140,7 @@ impl fmt::Debug for AgentConfig {
             .field("reconciler", &self.reconciler)
             .field("session", &self.session)
             .field("partitioned", &self.partitioned)
+            .field("network", &self.network)
             .finish()
     }
 }

@@ -10,6 +10,7 @@ use cloud_proto::v1 as pb;
 pub fn desired_from_pb(d: pb::DesiredState) -> DesiredState {
     DesiredState {
         generation: d.generation,
+        vpcs: crate::convert_network::vpcs_from_pb(&d.vpcs),
         instances: d.instances.into_iter().map(spec_from_pb).collect(),
     }
 }
@@ -40,6 +41,10 @@ fn spec_from_pb(s: pb::InstanceSpec) -> InstanceSpec {
         desired,
         kind: s.kind,
         change_generation: s.change_generation,
+        network: s
+            .network
+            .as_ref()
+            .map(crate::convert_network::attachment_from_pb),
     }
 }
 
@@ -125,6 +130,7 @@ mod tests {
                 change_generation: 5,
                 ..Default::default()
             }],
+            vpcs: vec![],
         };
         let d = desired_from_pb(d);
         assert_eq!(d.generation, 7);
@@ -137,6 +143,7 @@ mod tests {
         let unspecified = desired_from_pb(pb::DesiredState {
             generation: 1,
             instances: vec![pb::InstanceSpec::default()],
+            vpcs: vec![],
         });
         assert_eq!(unspecified.instances[0].desired, RunState::Running);
         assert_eq!(

@@ -43,6 +43,8 @@ pub struct InstanceSpec {
     pub kind: String,
     /// Node generation at which this instance's desired state last changed.
     pub change_generation: u64,
+    /// Its port in a VPC, or why the one the scheduler sent is unusable.
+    pub network: Option<Result<crate::network::NetworkAttachment, String>>,
 }
 
 impl fmt::Debug for InstanceSpec {
@@ -59,6 +61,7 @@ impl fmt::Debug for InstanceSpec {
             .field("desired", &self.desired)
             .field("kind", &self.kind)
             .field("change_generation", &self.change_generation)
+            .field("network", &self.network)
             .finish()
     }
 }
@@ -68,6 +71,8 @@ impl fmt::Debug for InstanceSpec {
 pub struct DesiredState {
     pub generation: u64,
     pub instances: Vec<InstanceSpec>,
+    /// Every VPC with at least one instance on this node.
+    pub vpcs: Vec<crate::network::VpcSpec>,
 }
 
 /// Observed lifecycle state of one instance.

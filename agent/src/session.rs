@@ -3,6 +3,7 @@
 //! with exponential backoff plus jitter. The reconciler keeps running on the last desired state
 //! while disconnected.
 
+use crate::config::NodeNetwork;
 use crate::backoff::Backoff;
 use crate::config::{CapacityOverride, SessionTiming};
 use crate::convert;
@@ -63,6 +64,8 @@ pub struct SessionContext {
     pub observed_rx: watch::Receiver<Option<Arc<ObservedState>>>,
     pub connected_tx: watch::Sender<bool>,
     pub timing: SessionTiming,
+    /// VPC networking of this node, advertised in `Hello` (None: not available).
+    pub network: Option<NodeNetwork>,
 }
 
 impl SessionContext {
@@ -101,6 +104,12 @@ impl SessionContext {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol_version: cloud_proto::PROTOCOL_VERSION,
             applied_generation: self.applied_generation(),
+            underlay_ip: self
+                .network
+                .as_ref()
+                .map(|n| n.underlay_ip.to_string())
+                .unwrap_or_default(),
+            underlay_mtu: self.network.as_ref().map_or(0, |n| n.underlay_mtu),
         }
     }
 }

@@ -246,6 +246,7 @@ fn desired(generation: u64, instances: Vec<InstanceSpec>) -> scheduler_message::
     scheduler_message::Msg::Desired(DesiredState {
         generation,
         instances,
+        vpcs: Vec::new(),
     })
 }
 

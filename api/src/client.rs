@@ -105,7 +105,7 @@ impl Client {
         self.base.as_str()
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty();
@@ -114,7 +114,7 @@ impl Client {
         url
     }
 
-    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, url);
         if let Some(key) = &self.key {
             rb = rb.header(API_KEY_HEADER, key);
@@ -122,7 +122,7 @@ impl Client {
         rb
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let resp = rb.send().await.map_err(|e| ClientError::Transport {
             url: self.base.to_string(),
             source: e,
@@ -133,7 +133,7 @@ impl Client {
         Err(error_from(resp).await)
     }
 
-    async fn json<T: DeserializeOwned>(
+    pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         rb: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
@@ -149,12 +149,12 @@ impl Client {
         })
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
         self.json(self.request(Method::GET, self.url(segments)))
             .await
     }
 
-    async fn post_json<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn post_json<B: Serialize, T: DeserializeOwned>(
         &self,
         segments: &[&str],
         body: &B,
@@ -163,7 +163,7 @@ impl Client {
             .await
     }
 
-    async fn list_all<T: DeserializeOwned>(
+    pub(crate) async fn list_all<T: DeserializeOwned>(
         &self,
         segments: &[&str],
     ) -> Result<Vec<T>, ClientError> {

@@ -66,6 +66,18 @@ typed_id!(
     /// Identifies an API key.
     ApiKeyId
 );
+typed_id!(
+    /// Identifies a VPC.
+    VpcId
+);
+typed_id!(
+    /// Identifies a subnet of a VPC.
+    SubnetId
+);
+typed_id!(
+    /// Identifies a security group.
+    SecurityGroupId
+);
 
 #[cfg(test)]
 mod tests {

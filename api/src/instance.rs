@@ -240,6 +240,16 @@ pub struct CreateInstanceRequest {
     /// Overrides the scheduler's default strategy for this instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_strategy: Option<PlacementStrategy>,
+    /// Subnet to put the instance in; it then gets a private address and an `eth0` in its
+    /// VPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<crate::SubnetId>,
+    /// A specific address in the subnet (default: the lowest free one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<String>,
+    /// Security groups (ids or names) of the instance's port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 /// An instance as the API shows it.
@@ -260,6 +270,14 @@ pub struct Instance {
     pub placement_group: Option<PlacementGroup>,
     #[serde(default)]
     pub placement_strategy: Option<PlacementStrategy>,
+    #[serde(default)]
+    pub subnet_id: Option<crate::SubnetId>,
+    #[serde(default)]
+    pub private_ip: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub security_groups: Vec<crate::SecurityGroupId>,
     /// What the user asked for (`running` or `stopped`).
     pub desired_state: RunState,
     pub status: InstanceStatus,

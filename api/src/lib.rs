@@ -4,9 +4,11 @@
 //! No server dependencies live here: this crate is what a user program links against.
 
 pub mod client;
+mod client_network;
 pub mod error;
 pub mod ids;
 pub mod instance;
+pub mod network;
 pub mod node;
 pub mod quantity;
 
@@ -14,12 +16,16 @@ pub use reqwest::Method;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
-pub use ids::{InstanceId, NodeId, ProjectId};
+pub use ids::{InstanceId, NodeId, ProjectId, SecurityGroupId, SubnetId, VpcId};
 pub use instance::{
     CreateInstanceRequest, GroupPolicy, Instance, InstanceKind, InstanceStatus, InstanceUsage,
     PlacementGroup, PlacementStrategy, RestartPolicy, RunState,
 };
 pub use node::{CreateJoinTokenRequest, JoinToken};
+pub use network::{
+    AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest, CreateVpcRequest,
+    Direction, Protocol, ReplaceRulesRequest, SecurityGroup, SecurityGroupRule, Subnet, Vpc,
+};
 pub use node::{HostUsage, Node, NodeStatus, Resources};
 
 use serde::{Deserialize, Serialize};

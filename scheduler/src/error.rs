@@ -73,6 +73,8 @@ impl From<StoreError> for Error {
             StoreError::NotFound => Error::NotFound("not found".into()),
             StoreError::Duplicate => Error::AlreadyExists("already exists".into()),
             StoreError::Conflict => Error::Conflict("concurrent update; retry".into()),
+            StoreError::InUse(m) => Error::Conflict(m),
+            StoreError::Rejected(m) => Error::Invalid(m),
             other => Error::Internal(other.into()),
         }
     }

@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod http;
 pub mod keycache;
 pub mod metrics;
+pub mod netdesired;
 pub mod pki;
 pub mod planner;
 pub mod secrets;

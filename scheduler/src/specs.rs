@@ -35,6 +35,17 @@ pub fn base_spec(r: &InstanceRecord) -> pb::InstanceSpec {
         desired: pb::RunState::Unspecified as i32,
         kind: r.kind.clone(),
         change_generation: 0,
+        // A marker with the immutable part of the port; `netdesired` completes it per push
+        // (security group rules change).
+        network: match (&r.subnet_id, &r.private_ip, &r.mac) {
+            (Some(subnet), Some(ip), Some(mac)) => Some(pb::NetworkAttachment {
+                subnet_id: subnet.to_string(),
+                ip: ip.clone(),
+                mac: mac.clone(),
+                ..Default::default()
+            }),
+            _ => None,
+        },
     }
 }
 

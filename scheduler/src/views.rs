@@ -12,7 +12,12 @@ fn corrupt(what: &str, v: &str) -> Error {
     Error::internal(anyhow::anyhow!("stored {what} {v:?} is not valid"))
 }
 
-pub fn instance(r: InstanceRecord, sessions: &Sessions) -> Result<Instance> {
+/// An instance as the API shows it; `groups` are the security groups of its port.
+pub fn instance(
+    r: InstanceRecord,
+    groups: Vec<uuid::Uuid>,
+    sessions: &Sessions,
+) -> Result<Instance> {
     let usage = r
         .node_id
         .and_then(|n| sessions.instance_usage(n.into(), r.id.into()))
@@ -52,6 +57,10 @@ pub fn instance(r: InstanceRecord, sessions: &Sessions) -> Result<Instance> {
             .and_then(PlacementStrategy::parse),
         created_at: r.created_at,
         updated_at: r.updated_at,
+        subnet_id: r.subnet_id.map(Into::into),
+        private_ip: r.private_ip,
+        mac: r.mac,
+        security_groups: groups.into_iter().map(Into::into).collect(),
     })
 }
 
@@ -84,5 +93,60 @@ pub fn node(r: NodeWithAllocation, sessions: &Sessions) -> Result<Node> {
         last_heartbeat_at,
         usage: sessions.usage(id),
         created_at: n.created_at,
+    })
+}
+
+pub fn vpc(r: crate::store::VpcRecord) -> cloud_api::Vpc {
+    cloud_api::Vpc {
+        id: r.id.into(),
+        name: r.name,
+        cidr: r.cidr,
+        vni: u32::try_from(r.vni).unwrap_or(0),
+        created_at: r.created_at,
+    }
+}
+
+pub fn subnet(r: crate::store::SubnetRecord) -> cloud_api::Subnet {
+    cloud_api::Subnet {
+        id: r.id.into(),
+        vpc_id: r.vpc_id.into(),
+        name: r.name,
+        cidr: r.cidr,
+        gateway: r.gateway,
+        nat_egress: r.nat_egress,
+        created_at: r.created_at,
+    }
+}
+
+/// A security group with its stored rules (`source_group` shows the referenced group's id).
+pub fn security_group(
+    g: crate::store::SecurityGroupRecord,
+    rules: Vec<crate::store::RuleRecord>,
+) -> Result<cloud_api::SecurityGroup> {
+    let rules = rules
+        .into_iter()
+        .map(|r| {
+            let ports = u16::try_from(r.port_min)
+                .ok()
+                .zip(u16::try_from(r.port_max).ok())
+                .filter(|&(a, b)| (a, b) != (0, 0));
+            Ok(cloud_api::SecurityGroupRule {
+                direction: cloud_api::Direction::parse(&r.direction)
+                    .ok_or_else(|| corrupt("rule direction", &r.direction))?,
+                protocol: cloud_api::Protocol::parse(&r.protocol)
+                    .ok_or_else(|| corrupt("rule protocol", &r.protocol))?,
+                port_min: ports.map(|p| p.0),
+                port_max: ports.map(|p| p.1),
+                cidr: r.cidr,
+                source_group: r.source_group_id.map(|g| g.to_string()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(cloud_api::SecurityGroup {
+        id: g.id.into(),
+        name: g.name,
+        description: g.description,
+        rules,
+        created_at: g.created_at,
     })
 }

@@ -291,6 +291,9 @@ pub fn busybox(name: &str, command: &[&str]) -> cloud_api::CreateInstanceRequest
         node_selector: Default::default(),
         placement_group: None,
         placement_strategy: None,
+        subnet_id: None,
+        private_ip: None,
+        security_groups: Vec::new(),
     }
 }
 

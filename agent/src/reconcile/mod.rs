@@ -4,9 +4,12 @@
 //!
 //! It only ever lists or touches containers labelled `thecloud.node-id=<own id>`.
 
+mod net;
 mod observe;
 mod plan;
 mod state;
+#[cfg(test)]
+mod net_tests;
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +90,7 @@ pub struct Reconciler {
     exit_notes: HashMap<String, (i64, String)>,
     desired: Option<Arc<DesiredState>>,
     last_error: Option<String>,
+    net: net::NetState,
 }
 
 impl Reconciler {
@@ -109,7 +113,15 @@ impl Reconciler {
             exit_notes: HashMap::new(),
             desired: None,
             last_error: None,
+            net: net::NetState::new(None),
         })
+    }
+
+    /// Gives the reconciler this node's VPC data plane (without one, instances with a VPC
+    /// port fail with a clear reason).
+    pub fn with_network(mut self, backend: Arc<dyn crate::network::NetworkBackend>) -> Self {
+        self.net = net::NetState::new(Some(backend));
+        self
     }
 
     /// Takes a new desired document. Returns false (and ignores it) when its generation is not
@@ -201,18 +213,16 @@ impl Reconciler {
         if let Err(e) = self.acted.flush().await {
             tracing::error!(error = %e, "cannot write the reconciler state file");
         }
+        self.net.converge(&desired, &actual).await;
         self.refresh_exit_notes(&actual).await;
         let notes: HashMap<&str, &str> = self
             .exit_notes
             .iter()
             .map(|(id, (_, note))| (id.as_str(), note.as_str()))
             .collect();
-        Ok(Some(observe::observe(
-            &desired,
-            &actual,
-            &self.failures,
-            &notes,
-        )))
+        let mut observed = observe::observe(&desired, &actual, &self.failures, &notes);
+        self.net.amend(&desired, &mut observed);
+        Ok(Some(observed))
     }
 
     /// Reads the last line of output of containers that just exited with an error (once per
@@ -354,6 +364,7 @@ impl Reconciler {
                 RestartPolicy::OnFailure => EngineRestartPolicy::OnFailure,
                 RestartPolicy::Always => EngineRestartPolicy::UnlessStopped,
             },
+            network_none: spec.network.is_some(),
         }
     }
 

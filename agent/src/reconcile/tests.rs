@@ -10,7 +10,7 @@ use tempfile::TempDir;
 const NODE: &str = "node-a";
 const IMG: &str = "local/busybox:latest";
 
-fn spec(id: &str, desired: RunState, cg: u64) -> InstanceSpec {
+pub(super) fn spec(id: &str, desired: RunState, cg: u64) -> InstanceSpec {
     InstanceSpec {
         instance_id: id.into(),
         name: format!("web-{id}"),
@@ -23,6 +23,7 @@ fn spec(id: &str, desired: RunState, cg: u64) -> InstanceSpec {
         desired,
         kind: "container".into(),
         change_generation: cg,
+        network: None,
     }
 }
 
@@ -30,6 +31,7 @@ fn doc(generation: u64, instances: Vec<InstanceSpec>) -> Arc<DesiredState> {
     Arc::new(DesiredState {
         generation,
         instances,
+        vpcs: Vec::new(),
     })
 }
 

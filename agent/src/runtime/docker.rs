@@ -162,6 +162,8 @@ fn info_from(resp: ContainerInspectResponse) -> ContainerInfo {
         memory_bytes: host.memory.unwrap_or(0),
         nano_cpus: host.nano_cpus.unwrap_or(0),
         restart_policy,
+        pid: state.pid.unwrap_or(0),
+        network_none: host.network_mode.as_deref() == Some("none"),
     }
 }
 
@@ -321,6 +323,7 @@ impl ContainerRuntime for DockerRuntime {
             // shell loop stops on SIGTERM in milliseconds instead of waiting out the grace
             // period to be killed.
             init: Some(true),
+            network_mode: spec.network_none.then(|| "none".to_owned()),
             ..HostConfig::default()
         };
         let body = ContainerCreateBody {

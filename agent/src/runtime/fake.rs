@@ -127,8 +127,12 @@ fn normalize_image(image: &str) -> String {
     }
 }
 
+/// Fake PIDs, unique per run of any fake container in this process.
+static NEXT_PID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(100_000);
+
 fn run(c: &mut FakeContainer) {
     c.info.status = ContainerStatus::Running;
+    c.info.pid = NEXT_PID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     c.info.started_at_unix_ms = now_ms();
     c.info.exit_code = Some(0);
     c.info.oom_killed = false;
@@ -140,6 +144,7 @@ fn run(c: &mut FakeContainer) {
 /// Ends the current run; applies the restart policy like dockerd does (immediately).
 fn end_run(c: &mut FakeContainer, code: i64, oom: bool, by_stop: bool) {
     c.info.status = ContainerStatus::Exited;
+    c.info.pid = 0;
     c.info.exit_code = Some(code);
     c.info.oom_killed = oom;
     c.log_tx = None;
@@ -295,6 +300,8 @@ impl FakeRuntime {
             memory_bytes: spec.memory_bytes,
             nano_cpus: spec.nano_cpus,
             restart_policy: spec.restart_policy,
+            pid: 0,
+            network_none: spec.network_none,
         };
         st.containers.insert(
             id.clone(),

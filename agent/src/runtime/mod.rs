@@ -93,6 +93,9 @@ pub struct ContainerSpec {
     /// CPU limit in units of 1e-9 CPUs (0 = unlimited).
     pub nano_cpus: i64,
     pub restart_policy: EngineRestartPolicy,
+    /// Docker network mode `none`: the container gets only `lo`; the agent plugs its VPC
+    /// port in after start (Docker's own networking plays no part).
+    pub network_none: bool,
 }
 
 impl fmt::Debug for ContainerSpec {
@@ -106,6 +109,7 @@ impl fmt::Debug for ContainerSpec {
             .field("memory_bytes", &self.memory_bytes)
             .field("nano_cpus", &self.nano_cpus)
             .field("restart_policy", &self.restart_policy)
+            .field("network_none", &self.network_none)
             .finish()
     }
 }
@@ -130,6 +134,11 @@ pub struct ContainerInfo {
     pub memory_bytes: i64,
     pub nano_cpus: i64,
     pub restart_policy: EngineRestartPolicy,
+    /// Host PID of the container's init process while it runs (0 otherwise); its network
+    /// namespace is `/proc/<pid>/ns/net`. Changes on every (re)start.
+    pub pid: i64,
+    /// Created with network mode `none`.
+    pub network_none: bool,
 }
 
 impl ContainerInfo {

@@ -199,6 +199,7 @@ impl AgentService for Service {
                     msg: Some(scheduler_message::Msg::Desired(DesiredState {
                         generation: 1,
                         instances: Vec::new(),
+                        vpcs: Vec::new(),
                     })),
                 }))
                 .await;
@@ -346,6 +347,7 @@ impl Mock {
             scheduler_message::Msg::Desired(DesiredState {
                 generation,
                 instances,
+                vpcs: Vec::new(),
             }),
         )
     }

@@ -1,6 +1,6 @@
 //! The agent-facing gRPC service (mutual TLS): `Enroll` and the per-node `Session` stream.
 
-mod convert;
+pub(crate) mod convert;
 mod session;
 pub mod status;
 

@@ -220,9 +220,17 @@ async fn push_desired(
             None => return false,
         }
     }
+    let vpcs = match crate::netdesired::fill(&app.store, node.0, &mut instances).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(%node, error = %e, "cannot load the node's VPC networking; will retry");
+            return false;
+        }
+    };
     let doc = pb::DesiredState {
         generation: crate::store::to_u64(generation),
         instances,
+        vpcs,
     };
     let count = doc.instances.len();
     if tx

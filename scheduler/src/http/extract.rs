@@ -74,6 +74,20 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
     }
 }
 
+/// Two path parameters (`/vpcs/{vpc}/subnets/{subnet}`), with the error envelope.
+pub struct ApiPath2(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath2 {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath2(p.0.0, p.0.1))
+            .map_err(|e| ApiError(Error::Malformed(format!("invalid path: {}", e.body_text()))))
+    }
+}
+
 /// A query string; unknown or malformed parameters are 400 with a message naming them.
 pub struct ApiQuery<T>(pub T);
 

@@ -6,7 +6,6 @@ use super::page;
 use crate::app::App;
 use crate::error::Error;
 use crate::services::Caller;
-use crate::views;
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
@@ -22,10 +21,7 @@ pub async fn list(
 ) -> ApiResult<Json<Page<Instance>>> {
     let (after, limit) = page::parse::<InstanceId>(&q)?;
     let records = app.instance_list(&caller, after, limit).await?;
-    let items = records
-        .into_iter()
-        .map(|r| views::instance(r, &app.sessions))
-        .collect::<Result<Vec<_>, _>>()?;
+    let items = app.instance_views(records).await?;
     let next_cursor = page::next_cursor(&items, limit, |i| i.id.to_string());
     Ok(Json(Page { items, next_cursor }))
 }
@@ -35,7 +31,7 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateInstanceRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_create(&caller, req).await?, &app.sessions)?;
+    let inst = app.instance_view(app.instance_create(&caller, req).await?).await?;
     let location = format!("/v1/instances/{}", inst.id);
     Ok((
         StatusCode::CREATED,
@@ -49,10 +45,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<Json<Instance>> {
-    Ok(Json(views::instance(
-        app.instance_lookup(&caller, &id).await?,
-        &app.sessions,
-    )?))
+    Ok(Json(app.instance_view(app.instance_lookup(&caller, &id).await?).await?))
 }
 
 pub async fn delete(
@@ -60,7 +53,7 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_delete(&caller, &id).await?, &app.sessions)?;
+    let inst = app.instance_view(app.instance_delete(&caller, &id).await?).await?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 
@@ -69,7 +62,7 @@ pub async fn stop(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_stop(&caller, &id).await?, &app.sessions)?;
+    let inst = app.instance_view(app.instance_stop(&caller, &id).await?).await?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 
@@ -78,7 +71,7 @@ pub async fn start(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = views::instance(app.instance_start(&caller, &id).await?, &app.sessions)?;
+    let inst = app.instance_view(app.instance_start(&caller, &id).await?).await?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 

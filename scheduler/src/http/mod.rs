@@ -5,6 +5,7 @@ pub mod error;
 mod extract;
 mod instances;
 mod middleware;
+mod network;
 mod nodes;
 mod page;
 
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use error::ApiError;
 use std::sync::Arc;
 
@@ -31,6 +32,36 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/instances/{id}/stop", post(instances::stop))
         .route("/instances/{id}/start", post(instances::start))
         .route("/instances/{id}/logs", get(instances::logs))
+        .route(
+            "/instances/{id}/security-groups",
+            post(network::instance_sg_attach),
+        )
+        .route(
+            "/instances/{id}/security-groups/{group}",
+            delete(network::instance_sg_detach),
+        )
+        .route("/vpcs", get(network::vpc_list).post(network::vpc_create))
+        .route(
+            "/vpcs/{id}",
+            get(network::vpc_get).delete(network::vpc_delete),
+        )
+        .route(
+            "/vpcs/{id}/subnets",
+            get(network::subnet_list).post(network::subnet_create),
+        )
+        .route(
+            "/vpcs/{id}/subnets/{subnet}",
+            get(network::subnet_get).delete(network::subnet_delete),
+        )
+        .route(
+            "/security-groups",
+            get(network::sg_list).post(network::sg_create),
+        )
+        .route(
+            "/security-groups/{id}",
+            get(network::sg_get).delete(network::sg_delete),
+        )
+        .route("/security-groups/{id}/rules", put(network::sg_replace_rules))
         .route("/nodes", get(nodes::list))
         .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/{id}", get(nodes::get))

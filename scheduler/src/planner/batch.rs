@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 /// Re-planning rounds per batch (conflicts, refresh) before giving up on a request.
 const MAX_ROUNDS: usize = 4;
 
-enum What {
+pub(super) enum What {
     Create(NewInstance),
     Move {
         instance: InstanceRecord,
@@ -24,8 +24,8 @@ enum What {
     },
 }
 
-struct Item {
-    what: What,
+pub(super) struct Item {
+    pub(super) what: What,
     request: placement::Request,
     group: Option<String>,
     reply: oneshot::Sender<Result<Placed>>,
@@ -39,7 +39,7 @@ impl Item {
         }
     }
 
-    fn answer(self, r: Result<Placed>) {
+    pub(super) fn answer(self, r: Result<Placed>) {
         // The caller may have given up (client gone); nothing to do then.
         let _ = self.reply.send(r);
     }
@@ -173,6 +173,7 @@ pub async fn run(app: Arc<App>, mut inbox: Inbox, mut stop: watch::Receiver<bool
 
 async fn process(app: &App, state: &mut State, items: Vec<Item>) {
     let items = check_names_and_groups(app, items).await;
+    let items = super::ipam::assign(app, items).await;
     let mut pending = items;
     let mut refreshed = false;
     for round in 0..MAX_ROUNDS {
@@ -439,10 +440,16 @@ fn finish(
             .allocate(node.0, it.request.demand, it.group.as_deref());
         woken.insert(node, ());
         let name = state.names.get(&node).cloned().unwrap_or_default();
+        let (private_ip, mac) = match &it.what {
+            What::Create(n) => (n.private_ip.clone(), n.mac.clone()),
+            What::Move { .. } => (None, None),
+        };
         it.answer(Ok(Placed {
             node,
             node_name: name,
             change_generation: g.generation,
+            private_ip,
+            mac,
         }));
     }
     for node in woken.keys() {

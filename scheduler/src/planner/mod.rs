@@ -8,6 +8,7 @@
 //! transaction carries many placements when the API is busy.
 
 mod batch;
+mod ipam;
 mod state;
 
 use crate::error::{Error, Result};
@@ -27,6 +28,9 @@ pub struct Placed {
     pub node: NodeId,
     pub node_name: String,
     pub change_generation: i64,
+    /// The address and MAC the planner's IPAM gave a new instance's port.
+    pub private_ip: Option<String>,
+    pub mac: Option<String>,
 }
 
 /// Work for the planner.

@@ -54,6 +54,15 @@ impl App {
         req: CreateInstanceRequest,
     ) -> Result<InstanceRecord> {
         validate::create_instance(&req)?;
+        let port = self.port_request(caller, &req).await?;
+        let mut node_selector = req.node_selector;
+        if port.subnet_id.is_some() {
+            // Only nodes with VPC networking (an underlay address) can host a port.
+            node_selector.insert(
+                crate::grpc::convert::VPC_LABEL.to_string(),
+                "true".to_string(),
+            );
+        }
         let id = InstanceId::new();
         let name = match req.name {
             Some(n) => n,
@@ -70,12 +79,16 @@ impl App {
             cpu_millis: req.cpu_millis,
             memory_mb: req.memory_mb,
             restart_policy: req.restart_policy.as_str().to_string(),
-            node_selector: req.node_selector,
+            node_selector,
             placement_group: req
                 .placement_group
                 .map(|g| (g.name, g.policy.as_str().to_string())),
             placement_strategy: req.placement_strategy.map(|s| s.as_str().to_string()),
             created_at: chrono::Utc::now(),
+            subnet_id: port.subnet_id,
+            private_ip: port.private_ip,
+            mac: None,
+            security_groups: port.security_groups,
         };
         let placed = self.planner.create(new.clone()).await?;
         tracing::debug!(instance = %id, %name, node = %placed.node, "instance placed");
@@ -290,6 +303,9 @@ fn record_of(new: NewInstance, placed: &crate::planner::Placed) -> InstanceRecor
         placement_strategy: new.placement_strategy,
         created_at: now,
         updated_at: now,
+        subnet_id: new.subnet_id,
+        private_ip: placed.private_ip.clone().or(new.private_ip),
+        mac: placed.mac.clone().or(new.mac),
     }
 }
 

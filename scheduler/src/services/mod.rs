@@ -2,6 +2,8 @@
 //! store and the session registry.
 
 pub mod instances;
+pub mod netcheck;
+pub mod network;
 pub mod nodes;
 pub mod validate;
 

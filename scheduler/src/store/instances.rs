@@ -41,7 +41,7 @@ macro_rules! select_instances {
             "i.memory_mb, i.restart_policy, i.desired_state, i.status, i.status_reason, i.node_id, ",
             "n.name AS node_name, i.change_generation, i.runtime_id, i.started_at, i.exit_code, ",
             "i.node_selector, i.placement_group, i.placement_policy, i.placement_strategy, ",
-            "i.created_at, i.updated_at ",
+            "i.created_at, i.updated_at, i.subnet_id, i.private_ip, i.mac ",
             $extra,
             " FROM instances i LEFT JOIN nodes n ON n.id = i.node_id ",
             $tail
@@ -76,6 +76,10 @@ pub struct InstanceRecord {
     pub placement_strategy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The instance's port in a VPC, if it has one.
+    pub subnet_id: Option<Uuid>,
+    pub private_ip: Option<String>,
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +99,11 @@ pub struct NewInstance {
     pub placement_group: Option<(String, String)>,
     pub placement_strategy: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The port: subnet, address and MAC (the planner's IPAM fills in the address and MAC).
+    pub subnet_id: Option<Uuid>,
+    pub private_ip: Option<String>,
+    pub mac: Option<String>,
+    pub security_groups: Vec<Uuid>,
 }
 
 /// The changing part of an instance: what sessions need to diff observations and build
@@ -407,17 +416,20 @@ impl Store {
         id: InstanceId,
         applied_generation: u64,
     ) -> StoreResult<bool> {
-        let done = on_pool!(self, p => sqlx::query(
+        let deleted: Option<(Option<Uuid>,)> = on_pool!(self, p => sqlx::query_as(
             "DELETE FROM instances WHERE id = $1 AND node_id = $2 AND status = 'deleting'
-             AND change_generation <= $3",
+             AND change_generation <= $3 RETURNING subnet_id",
         )
         .bind(id.0)
         .bind(node.0)
         .bind(to_i64(applied_generation))
-        .execute(p)
-        .await?
-        .rows_affected());
-        Ok(done > 0)
+        .fetch_optional(p)
+        .await?);
+        if let Some((Some(subnet),)) = deleted {
+            // Its address leaves the other nodes' FDB and source-group expansions.
+            self.bump_subnet_dependents(subnet).await?;
+        }
+        Ok(deleted.is_some())
     }
 
     pub async fn instance_count_by_status(&self) -> StoreResult<Vec<super::StatusCount>> {

@@ -8,12 +8,16 @@
 mod auth;
 mod batch;
 mod instances;
+mod network;
+pub(crate) mod network_desired;
 mod nodes;
 mod placements;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
 pub use batch::{DeletionConfirm, ObservationWrite};
 pub use instances::{DeleteOutcome, InstanceRecord, InstanceState, InstanceUpdate, NewInstance};
+pub use network_desired::NodeNetwork;
+pub use network::{NewRule, RuleRecord, SecurityGroupRecord, SubnetRecord, VpcRecord};
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
 
@@ -37,6 +41,12 @@ pub enum StoreError {
     /// A guarded write lost a race (generation moved on); the caller may retry.
     #[error("concurrent update conflict")]
     Conflict,
+    /// The resource is still used (e.g. a VPC with instances); the message says by what.
+    #[error("{0}")]
+    InUse(String),
+    /// A business rule checked inside the transaction refused the write; names the field.
+    #[error("{0}")]
+    Rejected(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

@@ -68,6 +68,9 @@ pub struct NodeFacts {
     pub drivers: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
+    /// VXLAN endpoint address of the node (None: no VPC networking there).
+    pub underlay_ip: Option<String>,
+    pub underlay_mtu: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -158,6 +161,7 @@ impl Store {
             sqlx::query(
                 "UPDATE nodes SET hostname = $2, cpu_millis = $3, memory_mb = $4, disk_gb = $5,
                     drivers = $6, labels = $7, agent_version = $8, last_heartbeat_at = $9,
+                    underlay_ip = $10, underlay_mtu = $11,
                     updated_at = $9, placement_generation = placement_generation + 1,
                     status_changed_at = CASE WHEN status = 'down' THEN $9 ELSE status_changed_at END,
                     status = CASE WHEN status = 'draining' THEN 'draining' ELSE 'ready' END
@@ -172,6 +176,8 @@ impl Store {
             .bind(Json(&f.labels))
             .bind(&f.agent_version)
             .bind(now)
+            .bind(&f.underlay_ip)
+            .bind(i64::from(f.underlay_mtu))
             .execute(p)
             .await?
             .rows_affected()

@@ -85,15 +85,15 @@ macro_rules! insert_rows_sql {
     () => {
         "INSERT INTO instances (id, project_id, name, kind, image, command, env, cpu_millis, memory_mb, \
          restart_policy, node_id, change_generation, node_selector, placement_group, placement_policy, \
-         placement_strategy, created_at, updated_at, desired_state, status) VALUES "
+         placement_strategy, created_at, updated_at, subnet_id, private_ip, mac, desired_state, status) VALUES "
     };
 }
 
 fn insert_sql(rows: usize, pg: bool) -> String {
-    // 18 values a row: 17 columns and updated_at (= created_at) bound twice, so every
+    // 21 values a row: 20 columns, updated_at (= created_at) bound twice, so every
     // placeholder is used once, in order (SQLite's anonymous `?` needs that).
     let mut sql = String::from(insert_rows_sql!());
-    sql.push_str(&super::batch::values(rows, 18, pg).replace(')', ", 'running', 'scheduled')"));
+    sql.push_str(&super::batch::values(rows, 21, pg).replace(')', ", 'running', 'scheduled')"));
     sql
 }
 
@@ -228,6 +228,20 @@ impl Store {
                     out.moved.push(r.id);
                 }
             }
+            // A moved port changes its VXLAN endpoint: wake the other nodes of its VPC.
+            let mut vpcs: Vec<uuid::Uuid> = Vec::new();
+            for id in &out.moved {
+                let vpc: Option<(uuid::Uuid,)> = sqlx::query_as(
+                    "SELECT s.vpc_id FROM instances i JOIN subnets s ON s.id = i.subnet_id WHERE i.id = $1",
+                )
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                vpcs.extend(vpc.map(|v| v.0));
+            }
+            vpcs.sort();
+            vpcs.dedup();
+            super::network::bump_network_dependents!(tx, pg, &vpcs, &[]);
             Ok(out)
         })
     }
@@ -273,10 +287,39 @@ impl Store {
                         .bind(policy)
                         .bind(new.placement_strategy.clone())
                         .bind(new.created_at)
-                        .bind(new.created_at);
+                        .bind(new.created_at)
+                        .bind(new.subnet_id)
+                        .bind(new.private_ip.clone())
+                        .bind(new.mac.clone());
                 }
                 q.execute(&mut *tx).await?;
             }
+            // Ports: security groups, and the nodes whose VPC peers, endpoints or rules
+            // change with these instances.
+            let mut vpcs: Vec<uuid::Uuid> = Vec::new();
+            let mut groups: Vec<uuid::Uuid> = Vec::new();
+            for (new, _) in &rows {
+                for g in &new.security_groups {
+                    sqlx::query("INSERT INTO instance_security_groups (instance_id, group_id) VALUES ($1, $2)")
+                        .bind(new.id.0)
+                        .bind(*g)
+                        .execute(&mut *tx)
+                        .await?;
+                    groups.push(*g);
+                }
+                if let Some(subnet) = new.subnet_id {
+                    let vpc: Option<(uuid::Uuid,)> = sqlx::query_as("SELECT vpc_id FROM subnets WHERE id = $1")
+                        .bind(subnet)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    vpcs.extend(vpc.map(|v| v.0));
+                }
+            }
+            vpcs.sort();
+            vpcs.dedup();
+            groups.sort();
+            groups.dedup();
+            super::network::bump_network_dependents!(tx, pg, &vpcs, &groups);
             Ok(out)
         })
     }
@@ -289,9 +332,9 @@ mod tests {
     #[test]
     fn insert_sql_numbers_every_placeholder_once() {
         let sql = insert_sql(2, true);
-        assert!(sql.contains("($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18, 'running', 'scheduled')"), "{sql}");
-        assert!(sql.ends_with("$35,$36, 'running', 'scheduled')"), "{sql}");
+        assert!(sql.contains("($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21, 'running', 'scheduled')"), "{sql}");
+        assert!(sql.ends_with("$41,$42, 'running', 'scheduled')"), "{sql}");
         let lite = insert_sql(1, false);
-        assert_eq!(lite.matches('?').count(), 18, "{lite}");
+        assert_eq!(lite.matches('?').count(), 21, "{lite}");
     }
 }

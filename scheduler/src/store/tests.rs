@@ -101,6 +101,8 @@ fn facts(cpu: u64, mem: u64) -> NodeFacts {
         drivers: vec!["docker".into()],
         labels: [("zone".to_string(), "a".to_string())].into(),
         agent_version: "0.1.0".into(),
+        underlay_ip: None,
+        underlay_mtu: 0,
     }
 }
 
@@ -120,6 +122,10 @@ fn new_instance(project: ProjectId, name: &str, cpu: u64, mem: u64) -> NewInstan
         placement_group: None,
         placement_strategy: None,
         created_at: Utc::now(),
+        subnet_id: None,
+        private_ip: None,
+        mac: None,
+        security_groups: Vec::new(),
     }
 }
 

@@ -349,6 +349,9 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
                 node_selector: Default::default(),
                 placement_group: None,
                 placement_strategy: None,
+                subnet_id: None,
+                private_ip: None,
+                security_groups: Vec::new(),
             };
             let sent = Instant::now();
             let r = client.instance_create(&req).await;

@@ -99,6 +99,9 @@ async fn once_api(client: &Client, image: &str, name: &str) -> anyhow::Result<Du
         node_selector: Default::default(),
         placement_group: None,
         placement_strategy: None,
+        subnet_id: None,
+        private_ip: None,
+        security_groups: Vec::new(),
     };
     let started = Instant::now();
     let created = client.instance_create(&req).await?;

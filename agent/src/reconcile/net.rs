@@ -1,0 +1,183 @@
+//! The network half of a reconcile pass: builds this node's VPCs, plugs each running container
+//! that has a VPC port into it (again after every restart: a new process has a new network
+//! namespace), unplugs what is gone, and amends the observation: an instance with a port is
+//! `running` only once its port is up.
+
+use crate::model::{DesiredState, InstanceState, ObservedState, RunState};
+use crate::network::{NetworkAttachment, NetworkBackend, VpcSpec};
+use crate::runtime::{ContainerInfo, ContainerStatus, labels};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// VPCs are re-synced at least this often even when unchanged (repairs drift).
+const RESYNC_EVERY: Duration = Duration::from_secs(60);
+
+/// One plugged port: which run of which container has which attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plugged {
+    container_id: String,
+    pid: i64,
+    attachment: NetworkAttachment,
+}
+
+/// Network memory of the reconciler.
+pub(super) struct NetState {
+    backend: Option<Arc<dyn NetworkBackend>>,
+    synced: Option<(Vec<VpcSpec>, Instant)>,
+    vpc_error: Option<String>,
+    plugged: HashMap<String, Plugged>,
+    /// Instance → why its port is not up (shown as the instance's reason).
+    errors: HashMap<String, String>,
+}
+
+impl NetState {
+    pub(super) fn new(backend: Option<Arc<dyn NetworkBackend>>) -> Self {
+        Self {
+            backend,
+            synced: None,
+            vpc_error: None,
+            plugged: HashMap::new(),
+            errors: HashMap::new(),
+        }
+    }
+
+    /// Converges VPCs and ports toward `desired`, given the containers as they are now.
+    pub(super) async fn converge(&mut self, desired: &DesiredState, actual: &[ContainerInfo]) {
+        let wants_network = desired.instances.iter().any(|s| s.network.is_some());
+        self.errors.clear();
+        let Some(backend) = self.backend.clone() else {
+            for s in desired.instances.iter().filter(|s| s.network.is_some()) {
+                self.errors.insert(
+                    s.instance_id.clone(),
+                    "VPC networking is not available on this node (no underlay address configured)".into(),
+                );
+            }
+            return;
+        };
+        if !wants_network && desired.vpcs.is_empty() && self.synced.is_none() {
+            return; // nothing was ever built here
+        }
+        self.sync_vpcs(backend.as_ref(), &desired.vpcs).await;
+
+        let running: HashMap<&str, &ContainerInfo> = actual
+            .iter()
+            .filter(|c| c.status == ContainerStatus::Running && c.pid > 0)
+            .filter_map(|c| Some((c.label(labels::INSTANCE_ID)?, c)))
+            .collect();
+        // Unplug what is no longer wanted or no longer runs.
+        let stale: Vec<String> = self
+            .plugged
+            .iter()
+            .filter(|(id, p)| {
+                let wanted = desired.instances.iter().any(|s| {
+                    s.instance_id == **id && matches!(s.network, Some(Ok(_)))
+                });
+                let same_run = running
+                    .get(id.as_str())
+                    .is_some_and(|c| c.id == p.container_id && c.pid == p.pid);
+                !wanted || !same_run
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.plugged.remove(&id);
+            if let Err(e) = backend.detach(&id).await {
+                tracing::warn!(instance_id = %id, error = %e, "cannot remove an instance's port");
+            }
+        }
+        // Plug running containers whose port is missing or changed.
+        for spec in &desired.instances {
+            let id = spec.instance_id.as_str();
+            let attachment = match &spec.network {
+                None => continue,
+                Some(Err(e)) => {
+                    self.errors
+                        .insert(id.to_owned(), format!("invalid network attachment: {e}"));
+                    continue;
+                }
+                Some(Ok(a)) => a,
+            };
+            if let Some(e) = &self.vpc_error {
+                self.errors.insert(id.to_owned(), format!("network: {e}"));
+                continue;
+            }
+            let Some(c) = running.get(id) else { continue };
+            let want = Plugged {
+                container_id: c.id.clone(),
+                pid: c.pid,
+                attachment: attachment.clone(),
+            };
+            if self.plugged.get(id) == Some(&want) {
+                continue;
+            }
+            let netns = PathBuf::from(format!("/proc/{}/ns/net", c.pid));
+            let started = std::time::Instant::now();
+            match backend.attach(id, &netns, attachment).await {
+                Ok(()) => {
+                    tracing::info!(instance_id = %id, ip = %attachment.ip, took_ms = started.elapsed().as_millis() as u64, "VPC port up");
+                    self.plugged.insert(id.to_owned(), want);
+                }
+                Err(e) => {
+                    tracing::warn!(instance_id = %id, error = %e, "cannot plug the instance into its VPC");
+                    self.errors.insert(id.to_owned(), format!("network: {e}"));
+                }
+            }
+        }
+    }
+
+    async fn sync_vpcs(&mut self, backend: &dyn NetworkBackend, vpcs: &[VpcSpec]) {
+        let fresh = self
+            .synced
+            .as_ref()
+            .is_some_and(|(v, at)| v == vpcs && at.elapsed() < RESYNC_EVERY);
+        if fresh && self.vpc_error.is_none() {
+            return;
+        }
+        match backend.sync_vpcs(vpcs).await {
+            Ok(()) => {
+                if self.vpc_error.take().is_some() {
+                    tracing::info!("VPC networking converged again");
+                }
+                self.synced = Some((vpcs.to_vec(), Instant::now()));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.vpc_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(error = %msg, "cannot build this node's VPCs");
+                }
+                self.vpc_error = Some(msg);
+                self.synced = None;
+            }
+        }
+    }
+
+    /// An instance with a port reports `running` only once the port is up; until then it is
+    /// `starting` (waiting) or `failed` (with the network error).
+    pub(super) fn amend(&self, desired: &DesiredState, observed: &mut ObservedState) {
+        for o in &mut observed.instances {
+            if o.state != InstanceState::Running {
+                continue;
+            }
+            let Some(spec) = desired
+                .instances
+                .iter()
+                .find(|s| s.instance_id == o.instance_id)
+            else {
+                continue;
+            };
+            if spec.network.is_none() || spec.desired != RunState::Running {
+                continue;
+            }
+            if let Some(e) = self.errors.get(&o.instance_id) {
+                o.state = InstanceState::Failed;
+                o.reason = e.clone();
+            } else if !self.plugged.contains_key(&o.instance_id) {
+                o.state = InstanceState::Starting;
+                o.reason = "waiting for its VPC port".into();
+            }
+        }
+    }
+}
