@@ -90,6 +90,7 @@ fn spec(id: &str, command: &[&str], desired: RunState, cg: u64) -> InstanceSpec 
         desired,
         kind: "container".into(),
         change_generation: cg,
+        network: None,
     }
 }
 
@@ -152,6 +153,7 @@ async fn docker_runtime_through_the_reconciler() {
     bad_image.image = "local/nope:1".into();
     let gen1 = DesiredState {
         generation: 1,
+        vpcs: vec![],
         instances: vec![
             spec(&web, &web_cmd, RunState::Running, 1),
             spec(&once, &["sh", "-c", "exit 3"], RunState::Running, 1),
@@ -260,6 +262,7 @@ async fn docker_runtime_through_the_reconciler() {
     // Remove everything.
     rec.set_desired(Arc::new(DesiredState {
         generation: 3,
+        vpcs: vec![],
         instances: vec![],
     }));
     let o = pass(&mut rec).await;
