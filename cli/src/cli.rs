@@ -1,5 +1,8 @@
 //! The command tree of `cloud` (clap derive) and the parsers of its argument values.
 
+use crate::cli_network::{
+    InstanceSgCmd, SgCmd, SubnetCmd, SubnetRef, VpcCmd, parse_ipv4, parse_subnet_ref,
+};
 use crate::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
 use cloud_api::{
@@ -14,7 +17,8 @@ use std::time::Duration;
 #[command(
     name = "cloud",
     version,
-    about = "Command-line client of The Cloud: launch and manage instances, inspect nodes",
+    about = "Command-line client of The Cloud: launch and manage instances and their networks, \
+        inspect nodes",
     long_about = "Command-line client of The Cloud, a self-hosted cloud platform.\n\n\
         It talks to the scheduler's REST API. The endpoint and API key come from, in order: \
         the --api-url/--api-key flags, the CLOUD_API_URL/CLOUD_API_KEY environment variables, \
@@ -25,6 +29,10 @@ use std::time::Duration;
         cloud config set api-key KEY\n  \
         cloud instance launch --name web --image local/busybox:latest -- sleep 3600\n  \
         cloud instance list\n  \
+        cloud vpc create prod --cidr 10.10.0.0/16\n  \
+        cloud subnet create web --vpc prod --cidr 10.10.1.0/24\n  \
+        cloud sg create ssh --rule ingress:tcp:22:0.0.0.0/0\n  \
+        cloud instance launch --image local/busybox:latest --subnet prod/web --sg ssh -- sleep 3600\n  \
         cloud -o json node list"
 )]
 pub struct Cli {
@@ -73,6 +81,38 @@ pub enum Command {
     /// List and inspect the compute nodes of the platform.
     #[command(subcommand, visible_alias = "nodes")]
     Node(NodeCmd),
+    /// Create, list, inspect and remove VPCs (private networks).
+    #[command(
+        subcommand,
+        visible_alias = "vpcs",
+        after_help = "Examples:\n  \
+            cloud vpc create prod --cidr 10.10.0.0/16\n  \
+            cloud vpc list\n  \
+            cloud vpc show prod"
+    )]
+    Vpc(VpcCmd),
+    /// Create, list, inspect and remove the subnets of a VPC.
+    #[command(
+        subcommand,
+        visible_alias = "subnets",
+        after_help = "Examples:\n  \
+            cloud subnet create web --vpc prod --cidr 10.10.1.0/24 --nat-egress\n  \
+            cloud subnet list --vpc prod\n  \
+            cloud instance launch --image local/busybox:latest --subnet prod/web -- sleep 3600"
+    )]
+    Subnet(SubnetCmd),
+    /// Manage security groups: the firewall rules of instances.
+    #[command(
+        subcommand,
+        visible_aliases = ["sgs", "security-group", "security-groups"],
+        after_help = "Examples:\n  \
+            cloud sg create ssh --rule ingress:tcp:22:0.0.0.0/0\n  \
+            cloud sg show ssh\n  \
+            cloud sg rules add ssh --rule ingress:icmp::0.0.0.0/0\n  \
+            cloud instance sg add web ssh\n\n\
+            A rule SPEC is DIRECTION:PROTOCOL:PORTS:REMOTE; see `cloud sg create --help`."
+    )]
+    Sg(SgCmd),
     /// Show or change the CLI's configuration (API endpoint and key).
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -82,7 +122,7 @@ pub enum Command {
 pub enum InstanceCmd {
     /// Create an instance and, by default, wait until it is running.
     #[command(after_help = LAUNCH_EXAMPLES)]
-    Launch(LaunchArgs),
+    Launch(Box<LaunchArgs>),
     /// List the instances of your project.
     #[command(visible_alias = "ls")]
     List,
@@ -98,13 +138,21 @@ pub enum InstanceCmd {
     /// Delete an instance and, by default, wait until it is gone.
     #[command(visible_alias = "delete")]
     Rm(ChangeArgs),
+    /// Add or remove the security groups of an instance.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  cloud instance sg add web ssh\n  cloud instance sg rm web ssh"
+    )]
+    Sg(InstanceSgCmd),
 }
 
 const LAUNCH_EXAMPLES: &str = "Examples:\n  \
     cloud instance launch --name web --image local/busybox:latest --cpu 250m --memory 64Mi \\\n      \
     -- sh -c 'while true; do echo hi; sleep 1; done'\n  \
     cloud instance launch --image local/busybox:latest --env GREETING=hello \\\n      \
-    --restart on-failure --no-wait -- env";
+    --restart on-failure --no-wait -- env\n  \
+    cloud instance launch --name api --image local/busybox:latest --subnet prod/web \\\n      \
+    --private-ip 10.10.1.10 --sg ssh --sg web -- sleep 3600";
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
@@ -250,6 +298,16 @@ pub struct LaunchArgs {
     /// How to choose among nodes that fit: binpack (fill nodes) or spread (emptiest node).
     #[arg(long, value_name = "STRATEGY", value_parser = parse_strategy)]
     pub strategy: Option<PlacementStrategy>,
+    /// Put the instance in this subnet (gives it a private IP): a subnet id, or VPC/SUBNET
+    /// (names or ids), e.g. prod/web.
+    #[arg(long, value_name = "SUBNET", value_parser = parse_subnet_ref)]
+    pub subnet: Option<SubnetRef>,
+    /// The instance's address in the subnet (default: the lowest free one).
+    #[arg(long, value_name = "IP", requires = "subnet", value_parser = parse_ipv4)]
+    pub private_ip: Option<String>,
+    /// Security group (name or id) of the instance (repeatable).
+    #[arg(long = "sg", value_name = "SG")]
+    pub security_groups: Vec<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
     /// Command and arguments, after `--` (the image's default command when absent).
@@ -258,7 +316,8 @@ pub struct LaunchArgs {
 }
 
 impl LaunchArgs {
-    /// The request body of `POST /v1/instances`.
+    /// The request body of `POST /v1/instances`; a `--subnet VPC/SUBNET` is left for the
+    /// caller to resolve into `subnet_id`.
     pub fn to_request(&self) -> CreateInstanceRequest {
         let env: BTreeMap<String, String> = self.env.iter().cloned().collect();
         CreateInstanceRequest {
@@ -283,6 +342,9 @@ impl LaunchArgs {
                 (None, None) => None,
             },
             placement_strategy: self.strategy,
+            subnet_id: self.subnet.as_ref().and_then(SubnetRef::id),
+            private_ip: self.private_ip.clone(),
+            security_groups: self.security_groups.clone(),
         }
     }
 }
@@ -366,7 +428,7 @@ mod tests {
         let mut full = vec!["instance", "launch"];
         full.extend_from_slice(args);
         match parse(&full).unwrap().command {
-            Command::Instance(InstanceCmd::Launch(a)) => a,
+            Command::Instance(InstanceCmd::Launch(a)) => *a,
             other => panic!("not a launch: {other:?}"),
         }
     }

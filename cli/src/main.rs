@@ -5,10 +5,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod cli;
+mod cli_network;
 mod commands;
 mod config;
 mod errors;
 mod output;
+mod output_network;
+mod rulespec;
 #[cfg(test)]
 mod testutil;
 mod wait;

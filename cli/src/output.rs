@@ -2,6 +2,7 @@
 //!
 //! Every renderer takes data (and `now`, for ages) and returns a `String`, so it is testable.
 
+use crate::output_network::{GroupNames, group_list};
 use anyhow::Result;
 use chrono::{DateTime, SecondsFormat, Utc};
 use cloud_api::{Instance, Node, Resources};
@@ -187,7 +188,9 @@ pub fn instance_table(items: &[Instance], now: DateTime<Utc>) -> String {
     let with_reason = items
         .iter()
         .any(|i| i.status_reason.as_deref().is_some_and(|r| !r.is_empty()));
-    let mut headers = vec!["NAME", "STATUS", "NODE", "IMAGE", "CPU", "MEMORY", "AGE"];
+    let mut headers = vec![
+        "NAME", "STATUS", "NODE", "IP", "IMAGE", "CPU", "MEMORY", "AGE",
+    ];
     if with_reason {
         headers.push("REASON");
     }
@@ -197,6 +200,7 @@ pub fn instance_table(items: &[Instance], now: DateTime<Utc>) -> String {
             i.name.clone(),
             i.status.to_string(),
             instance_node(i),
+            or_dash(i.private_ip.as_deref()),
             i.image.clone(),
             cpu(i.cpu_millis),
             memory(i.memory_mb),
@@ -213,8 +217,10 @@ pub fn instance_table(items: &[Instance], now: DateTime<Utc>) -> String {
     t.render()
 }
 
-/// `cloud instance show`: every field; env keys only (values need `-o json`).
-pub fn instance_detail(i: &Instance, now: DateTime<Utc>) -> String {
+/// `cloud instance show`: every field; env keys only (values need `-o json`). Network fields
+/// appear when the instance is in a subnet or has security groups; `names` turns security
+/// group ids into names.
+pub fn instance_detail(i: &Instance, now: DateTime<Utc>, names: &GroupNames) -> String {
     let command = if i.command.is_empty() {
         "(image default)".to_string()
     } else {
@@ -236,7 +242,7 @@ pub fn instance_detail(i: &Instance, now: DateTime<Utc>) -> String {
         (Some(name), Some(id)) => format!("{name} ({id})"),
         _ => instance_node(i),
     };
-    key_values(&[
+    let mut rows = vec![
         ("Name", i.name.clone()),
         ("ID", i.id.to_string()),
         ("Kind", i.kind.as_str().to_string()),
@@ -250,6 +256,19 @@ pub fn instance_detail(i: &Instance, now: DateTime<Utc>) -> String {
         ("Memory", memory(i.memory_mb)),
         ("Restart policy", i.restart_policy.to_string()),
         ("Node", node),
+    ];
+    if i.subnet_id.is_some() || i.private_ip.is_some() || !i.security_groups.is_empty() {
+        rows.extend([
+            (
+                "Subnet",
+                i.subnet_id.map_or_else(|| "-".into(), |id| id.to_string()),
+            ),
+            ("Private IP", or_dash(i.private_ip.as_deref())),
+            ("MAC", or_dash(i.mac.as_deref())),
+            ("Security groups", group_list(&i.security_groups, names)),
+        ]);
+    }
+    rows.extend([
         ("Runtime ID", or_dash(i.runtime_id.as_deref())),
         ("Started", timestamp(i.started_at, now)),
         (
@@ -259,7 +278,8 @@ pub fn instance_detail(i: &Instance, now: DateTime<Utc>) -> String {
         ("Usage", instance_usage(i)),
         ("Created", timestamp(Some(i.created_at), now)),
         ("Updated", timestamp(Some(i.updated_at), now)),
-    ])
+    ]);
+    key_values(&rows)
 }
 
 /// `12.5% CPU, 3.2/64.0 MiB` from the latest sample, or `-`.
@@ -451,7 +471,9 @@ mod tests {
         let header: Vec<&str> = lines[0].split_whitespace().collect();
         assert_eq!(
             header,
-            ["NAME", "STATUS", "NODE", "IMAGE", "CPU", "MEMORY", "AGE"]
+            [
+                "NAME", "STATUS", "NODE", "IP", "IMAGE", "CPU", "MEMORY", "AGE"
+            ]
         );
         let web: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(
@@ -460,6 +482,7 @@ mod tests {
                 "web",
                 "running",
                 "node-1",
+                "-",
                 "local/busybox:latest",
                 "250m",
                 "64Mi",
@@ -493,7 +516,7 @@ mod tests {
     #[test]
     fn instance_detail_hides_env_values() {
         let i = instance("web", InstanceStatus::Running, 5);
-        let out = instance_detail(&i, now());
+        let out = instance_detail(&i, now(), &GroupNames::new());
         assert!(out.contains("DB_PASSWORD, GREETING"), "{out}");
         assert!(!out.contains("hunter2"), "{out}");
         assert!(!out.contains("hello"), "{out}");
@@ -514,6 +537,10 @@ mod tests {
         assert!(out.contains("250m") && out.contains("64Mi"));
         assert!(out.contains("node-1 ("));
         assert!(out.contains("(5s ago)"), "{out}");
+        assert!(
+            !out.contains("Private IP"),
+            "no network rows without a subnet: {out}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cloud_api::{
     Instance, InstanceId, InstanceKind, InstanceStatus, Node, NodeId, NodeStatus, Resources,
-    RestartPolicy, RunState,
+    RestartPolicy, RunState, SecurityGroup, SecurityGroupId, Subnet, SubnetId, Vpc, VpcId,
 };
 use std::collections::BTreeMap;
 
@@ -28,6 +28,10 @@ pub fn instance(name: &str, status: InstanceStatus, age_s: i64) -> Instance {
         node_selector: BTreeMap::new(),
         placement_group: None,
         placement_strategy: None,
+        subnet_id: None,
+        private_ip: None,
+        mac: None,
+        security_groups: Vec::new(),
         desired_state: RunState::Running,
         status,
         status_reason: None,
@@ -65,5 +69,43 @@ pub fn node(name: &str) -> Node {
         last_heartbeat_at: Some(now() - Duration::seconds(2)),
         usage: None,
         created_at: now() - Duration::days(4),
+    }
+}
+
+pub fn vpc(name: &str, cidr: &str, age_s: i64) -> Vpc {
+    Vpc {
+        id: VpcId::new(),
+        name: name.into(),
+        cidr: cidr.into(),
+        vni: 4242,
+        created_at: now() - Duration::seconds(age_s),
+    }
+}
+
+/// A subnet whose gateway is the `.1` of `cidr` (an x.y.z.0/n range).
+pub fn subnet(vpc: &Vpc, name: &str, cidr: &str) -> Subnet {
+    let base = cidr.split('/').next().unwrap_or_default();
+    Subnet {
+        id: SubnetId::new(),
+        vpc_id: vpc.id,
+        name: name.into(),
+        cidr: cidr.into(),
+        gateway: format!("{}1", base.trim_end_matches('0')),
+        nat_egress: false,
+        created_at: now() - Duration::seconds(30),
+    }
+}
+
+/// A group with the rules of these SPECs.
+pub fn security_group(name: &str, specs: &[&str]) -> SecurityGroup {
+    SecurityGroup {
+        id: SecurityGroupId::new(),
+        name: name.into(),
+        description: String::new(),
+        rules: specs
+            .iter()
+            .map(|s| crate::rulespec::parse_rule(s).unwrap())
+            .collect(),
+        created_at: now() - Duration::hours(1),
     }
 }

@@ -115,6 +115,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         planner,
         status_writer,
     ));
+    // Writes that change other nodes' VPC view (peers, endpoints, source groups) wake them.
+    let weak = Arc::downgrade(&app);
+    app.store.set_wake_hook(Box::new(move |node| {
+        if let Some(app) = weak.upgrade() {
+            app.sessions.notify_desired(node.into());
+        }
+    }));
     bootstrap_admin_key(&app).await?;
     app.ensure_bootstrap_join_token().await?;
 

@@ -203,6 +203,33 @@ impl Cluster {
         FakeNode { agent, runtime }
     }
 
+    /// A fake node with VPC networking: the in-memory data plane and `underlay` as its VXLAN
+    /// endpoint address. The returned `FakeNetwork` shows what the agent built.
+    pub async fn fake_vpc_node(
+        &self,
+        name: &str,
+        underlay: std::net::Ipv4Addr,
+    ) -> (FakeNode, cloud_agent::network::FakeNetwork) {
+        let runtime = std::sync::Arc::new(cloud_agent::FakeRuntime::with_images([
+            "local/busybox:latest",
+        ]));
+        let net = cloud_agent::network::FakeNetwork::new();
+        let mut cfg = self.agent_config(name);
+        cfg.capacity_override.cpu_millis = Some(4000);
+        cfg.capacity_override.memory_mb = Some(8192);
+        cfg.capacity_override.disk_gb = Some(100);
+        cfg.network = Some(cloud_agent::config::NodeNetwork {
+            underlay_ip: underlay,
+            underlay_mtu: 1500,
+            backend: std::sync::Arc::new(net.clone()),
+        });
+        let agent = cloud_agent::start(cfg, runtime.clone())
+            .await
+            .expect("agent starts");
+        self.wait_node_ready(name).await;
+        (FakeNode { agent, runtime }, net)
+    }
+
     /// Starts an agent over `runtime` and waits until its node is ready.
     pub async fn start_agent(
         &self,

@@ -1,10 +1,11 @@
-//! `cloud instance …`: launch, list, show, logs, stop, start, rm.
+//! `cloud instance …`: launch, list, show, logs, stop, start, rm (and `sg`, in `sg.rs`).
 
 use super::Ctx;
 use crate::cli::{ChangeArgs, InstanceCmd, LaunchArgs, LogsArgs, Target};
+use crate::cli_network::SubnetRef;
 use crate::output::{self, OutputFormat, emit};
 use crate::wait::{Goal, wait_for};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::Utc;
 use cloud_api::{Client, ClientError, Instance, InstanceStatus};
 
@@ -18,6 +19,7 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
         InstanceCmd::Stop(args) => change(ctx, &client, &args, Change::Stop).await,
         InstanceCmd::Start(args) => change(ctx, &client, &args, Change::Start).await,
         InstanceCmd::Rm(args) => rm(ctx, &client, &args).await,
+        InstanceCmd::Sg(cmd) => super::sg::instance_sg(ctx, &client, cmd).await,
     }
 }
 
@@ -30,7 +32,15 @@ pub fn render_changed(format: OutputFormat, inst: &Instance) -> Result<String> {
 }
 
 async fn launch(ctx: &Ctx, client: &Client, args: &LaunchArgs) -> Result<()> {
-    let created = client.instance_create(&args.to_request()).await?;
+    let mut req = args.to_request();
+    if let Some(SubnetRef::Path { vpc, subnet }) = &args.subnet {
+        let found = client
+            .subnet_get(vpc, subnet)
+            .await
+            .with_context(|| format!("cannot find subnet {vpc}/{subnet}"))?;
+        req.subnet_id = Some(found.id);
+    }
+    let created = client.instance_create(&req).await?;
     let last = if args.wait.no_wait {
         eprintln!("{}: created ({})", created.name, created.status);
         created
@@ -54,7 +64,10 @@ async fn show(ctx: &Ctx, client: &Client, t: &Target) -> Result<()> {
     let inst = client.instance_get(&t.name).await?;
     emit(&match ctx.output {
         OutputFormat::Json => output::to_json(&inst)?,
-        OutputFormat::Table => output::instance_detail(&inst, Utc::now()),
+        OutputFormat::Table => {
+            let names = super::sg::names_of(client, &inst.security_groups).await;
+            output::instance_detail(&inst, Utc::now(), &names)
+        }
     })
 }
 

@@ -3,6 +3,9 @@
 pub mod config;
 pub mod instance;
 pub mod node;
+pub mod sg;
+pub mod subnet;
+pub mod vpc;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{self as cfg, EnvLookup, Resolved};
@@ -51,6 +54,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Instance(cmd) => instance::run(&ctx, cmd).await,
         Command::Node(cmd) => node::run(&ctx, cmd).await,
+        Command::Vpc(cmd) => vpc::run(&ctx, cmd).await,
+        Command::Subnet(cmd) => subnet::run(&ctx, cmd).await,
+        Command::Sg(cmd) => sg::run(&ctx, cmd).await,
         Command::Config(cmd) => config::run(&ctx, cmd),
     }
 }

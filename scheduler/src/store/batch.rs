@@ -69,7 +69,7 @@ impl Store {
         deletions.sort_by_key(|d| d.id);
         let now: DateTime<Utc> = Utc::now();
         let pg = self.is_postgres();
-        in_tx!(self, tx => {
+        let deleted: Vec<(Uuid, Uuid, Option<Uuid>)> = in_tx!(self, tx => {
             for chunk in observations.chunks(CHUNK) {
                 // The SQL holds only placeholders; every value is bound.
                 let sql = format!(
@@ -100,17 +100,25 @@ impl Store {
                 let sql = format!(
                     "DELETE FROM instances WHERE status = 'deleting' AND EXISTS (SELECT 1 FROM (VALUES {}) AS v \
                      WHERE v.column1 = instances.id AND v.column2 = instances.node_id \
-                     AND instances.change_generation <= v.column3) RETURNING id, node_id",
+                     AND instances.change_generation <= v.column3) RETURNING id, node_id, subnet_id",
                     values(chunk.len(), 3, pg)
                 );
-                let mut q = sqlx::query_as::<_, (Uuid, Uuid)>(sqlx::AssertSqlSafe(sql));
+                let mut q = sqlx::query_as::<_, (Uuid, Uuid, Option<Uuid>)>(sqlx::AssertSqlSafe(sql));
                 for d in chunk {
                     q = q.bind(d.id.0).bind(d.node.0).bind(to_i64(d.applied_generation));
                 }
                 deleted.extend(q.fetch_all(&mut *tx).await?);
             }
             Ok(deleted)
-        })
+        })?;
+        // Deleted ports leave the other nodes' FDB and source-group expansions.
+        let mut subnets: Vec<Uuid> = deleted.iter().filter_map(|d| d.2).collect();
+        subnets.sort();
+        subnets.dedup();
+        for s in subnets {
+            self.bump_subnet_dependents(s).await?;
+        }
+        Ok(deleted.into_iter().map(|(id, node, _)| (id, node)).collect())
     }
 
     /// Records the generations agents report as applied (never backwards), in node order.

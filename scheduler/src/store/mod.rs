@@ -25,6 +25,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use uuid::Uuid;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -120,10 +122,21 @@ macro_rules! in_tx {
 pub(crate) use in_tx;
 pub(crate) use on_pool;
 
+/// Called with each node whose desired state a store write changed as a side effect (VPC
+/// peers, endpoints, source groups), after the write committed.
+pub type WakeHook = Box<dyn Fn(Uuid) + Send + Sync>;
+
 /// The scheduler's database.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    wake: Arc<OnceLock<WakeHook>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("pool", &self.pool).finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -161,7 +174,23 @@ impl Store {
                 redact_url(url)
             )));
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            wake: Arc::default(),
+        })
+    }
+
+    /// Sets the hook that wakes nodes whose desired state changed as a side effect of a
+    /// write (once; later calls are ignored).
+    pub fn set_wake_hook(&self, hook: WakeHook) {
+        let _ = self.wake.set(hook);
+    }
+
+    /// Wakes `nodes` (after the transaction that changed them committed).
+    pub(crate) fn wake(&self, nodes: &[Uuid]) {
+        if let Some(hook) = self.wake.get() {
+            nodes.iter().for_each(|n| hook(*n));
+        }
     }
 
     /// The embedded default: `DATA_DIR/thecloud.db`.

@@ -60,11 +60,13 @@ pub struct NewRule {
 
 /// Nodes whose desired state depends on these VPCs (they host them) or on the membership of
 /// these security groups (their instances' rules name them as a source, or are in them).
-/// Bumping their generation makes their sessions push a new document.
+/// Bumping their generation makes their sessions push a new document once the caller wakes
+/// them (`Store::wake`, after commit): evaluates to the bumped nodes.
 macro_rules! bump_network_dependents {
     ($tx:ident, $pg:expr, $vpcs:expr, $groups:expr) => {{
         let vpcs: &[::uuid::Uuid] = $vpcs;
         let groups: &[::uuid::Uuid] = $groups;
+        let mut bumped: Vec<::uuid::Uuid> = Vec::new();
         if !vpcs.is_empty() || !groups.is_empty() {
             let ph = |first: usize, n: usize| -> String {
                 (first..first + n)
@@ -87,14 +89,16 @@ macro_rules! bump_network_dependents {
                      WHERE i.node_id IS NOT NULL AND r.source_group_id IN ({g1})
                     UNION SELECT i.node_id FROM instances i
                      JOIN instance_security_groups isg ON isg.instance_id = i.id
-                     WHERE i.node_id IS NOT NULL AND isg.group_id IN ({g2}))"
+                     WHERE i.node_id IS NOT NULL AND isg.group_id IN ({g2})) RETURNING id"
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for id in vpcs.iter().chain(groups.iter()).chain(groups.iter()) {
                 q = q.bind(*id);
             }
-            q.execute(&mut *$tx).await?;
+            let rows: Vec<(::uuid::Uuid,)> = q.fetch_all(&mut *$tx).await?;
+            bumped = rows.into_iter().map(|r| r.0).collect();
         }
+        bumped
     }};
 }
 pub(crate) use bump_network_dependents;
@@ -103,15 +107,16 @@ impl Store {
     /// Wakes the nodes of the VPC a subnet is in (after an instance left it).
     pub async fn bump_subnet_dependents(&self, subnet: Uuid) -> StoreResult<()> {
         let pg = self.is_postgres();
-        in_tx!(self, tx => {
+        let woken = in_tx!(self, tx => {
             let vpc: Option<(Uuid,)> = sqlx::query_as("SELECT vpc_id FROM subnets WHERE id = $1")
                 .bind(subnet)
                 .fetch_optional(&mut *tx)
                 .await?;
             let vpcs: Vec<Uuid> = vpc.into_iter().map(|v| v.0).collect();
-            bump_network_dependents!(tx, pg, &vpcs, &[]);
-            Ok(())
-        })
+            Ok(bump_network_dependents!(tx, pg, &vpcs, &[]))
+        })?;
+        self.wake(&woken);
+        Ok(())
     }
 
     /// Subnet by id, in any project (for the planner's IPAM).
@@ -371,7 +376,7 @@ impl Store {
     pub async fn sg_replace_rules(&self, group: SecurityGroupId, rules: &[NewRule]) -> StoreResult<()> {
         let now = Utc::now();
         let pg = self.is_postgres();
-        in_tx!(self, tx => {
+        let woken = in_tx!(self, tx => {
             sqlx::query("DELETE FROM security_group_rules WHERE group_id = $1")
                 .bind(group.0)
                 .execute(&mut *tx)
@@ -393,9 +398,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            bump_network_dependents!(tx, pg, &[], &[group.0]);
-            Ok(())
-        })
+            Ok(bump_network_dependents!(tx, pg, &[], &[group.0]))
+        })?;
+        self.wake(&woken);
+        Ok(())
     }
 
     pub async fn sg_get(&self, project: ProjectId, id: SecurityGroupId) -> StoreResult<SecurityGroupRecord> {
@@ -505,7 +511,7 @@ impl Store {
     /// Adds or removes a group on an instance's port, waking every node that depends on it.
     pub async fn instance_set_group(&self, instance: Uuid, group: SecurityGroupId, attached: bool) -> StoreResult<bool> {
         let pg = self.is_postgres();
-        in_tx!(self, tx => {
+        let (changed, woken) = in_tx!(self, tx => {
             // The instance's own node first (lock order: node, then instance rows).
             sqlx::query(
                 "UPDATE nodes SET generation = generation + 1
@@ -539,8 +545,15 @@ impl Store {
                     .rows_affected()
                     > 0
             };
-            bump_network_dependents!(tx, pg, &[], &[group.0]);
-            Ok(changed)
-        })
+            let mut woken = bump_network_dependents!(tx, pg, &[], &[group.0]);
+            let own: Option<(Uuid,)> = sqlx::query_as("SELECT node_id FROM instances WHERE id = $1 AND node_id IS NOT NULL")
+                .bind(instance)
+                .fetch_optional(&mut *tx)
+                .await?;
+            woken.extend(own.map(|o| o.0));
+            Ok((changed, woken))
+        })?;
+        self.wake(&woken);
+        Ok(changed)
     }
 }

@@ -189,7 +189,7 @@ impl Store {
     ) -> StoreResult<MoveOutcome> {
         let now = Utc::now();
         let pg = self.is_postgres();
-        in_tx!(self, tx => {
+        let (out, woken) = in_tx!(self, tx => {
             let mut out = MoveOutcome::default();
             out.commit = guard_nodes!(tx, guards, pg);
             // Source nodes first (in id order), then instances: the same lock order as a
@@ -241,9 +241,11 @@ impl Store {
             }
             vpcs.sort();
             vpcs.dedup();
-            super::network::bump_network_dependents!(tx, pg, &vpcs, &[]);
-            Ok(out)
-        })
+            let woken = super::network::bump_network_dependents!(tx, pg, &vpcs, &[]);
+            Ok((out, woken))
+        })?;
+        self.wake(&woken);
+        Ok(out)
     }
 
     /// Commits `placed` (instance → node) in one transaction. Each node in `guards` is bumped
@@ -255,7 +257,7 @@ impl Store {
         placed: &[(&NewInstance, NodeId)],
     ) -> StoreResult<CommitOutcome> {
         let pg = self.is_postgres();
-        in_tx!(self, tx => {
+        let (out, woken) = in_tx!(self, tx => {
             let out = guard_nodes!(tx, guards, pg);
             let rows: Vec<&(&NewInstance, NodeId)> =
                 placed.iter().filter(|(_, n)| out.committed.contains_key(n)).collect();
@@ -319,9 +321,11 @@ impl Store {
             vpcs.dedup();
             groups.sort();
             groups.dedup();
-            super::network::bump_network_dependents!(tx, pg, &vpcs, &groups);
-            Ok(out)
-        })
+            let woken = super::network::bump_network_dependents!(tx, pg, &vpcs, &groups);
+            Ok((out, woken))
+        })?;
+        self.wake(&woken);
+        Ok(out)
     }
 }
 

@@ -14,8 +14,7 @@
 //! * `bridge <p>_as` — anti-spoofing per port (`ports` vmap by iifname) and the filter that
 //!   keeps ARP for the (per-host) gateway addresses from crossing the VXLAN.
 //!
-//! Host namespace: `inet <p>_host` (uplinks may not reach each other nor the host's own
-//! services) and `ip <p>_nat` (masquerade of the transit range).
+//! The host namespace's rules are in `host`.
 
 use super::super::{FirewallRule, NetworkAttachment, NetworkError, Protocol, VpcSpec};
 use super::netns::run_command;
@@ -26,8 +25,6 @@ use std::net::Ipv4Addr;
 pub(crate) const UPLINK: &str = "uplink";
 /// Name of the VXLAN device inside a VPC namespace.
 pub(crate) const VXLAN: &str = "vx0";
-/// The transit range of the uplinks (RFC 6598 shared address space).
-pub(crate) const TRANSIT: &str = "100.64.0.0/10";
 
 /// Runs one nft transaction (atomic) in the calling thread's namespace.
 pub(crate) fn apply(script: &str, ns: &str) -> Result<(), NetworkError> {
@@ -42,7 +39,10 @@ fn set_of<T: std::fmt::Display>(items: &[T]) -> String {
         [one] => one.to_string(),
         many => format!(
             "{{ {} }}",
-            many.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -94,8 +94,14 @@ pub(crate) fn vpc_ruleset(prefix: &str, vpc: &VpcSpec) -> String {
     let (sg, vt, at) = (sg_table(prefix), vpc_table(prefix), as_table(prefix));
     let mut s = String::new();
     let _ = writeln!(s, "add table inet {sg}");
-    let _ = writeln!(s, "add map inet {sg} ingress {{ type ipv4_addr : verdict; }}");
-    let _ = writeln!(s, "add map inet {sg} egress {{ type ipv4_addr : verdict; }}");
+    let _ = writeln!(
+        s,
+        "add map inet {sg} ingress {{ type ipv4_addr : verdict; }}"
+    );
+    let _ = writeln!(
+        s,
+        "add map inet {sg} egress {{ type ipv4_addr : verdict; }}"
+    );
     let _ = writeln!(
         s,
         "add chain inet {sg} forward {{ type filter hook forward priority 0; policy accept; }}"
@@ -116,7 +122,11 @@ pub(crate) fn vpc_ruleset(prefix: &str, vpc: &VpcSpec) -> String {
     let _ = writeln!(s, "flush set bridge {at} gateways");
     let gws: Vec<Ipv4Addr> = vpc.subnets.iter().map(|s| s.gateway).collect();
     if !gws.is_empty() {
-        let list = gws.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ");
+        let list = gws
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         let _ = writeln!(s, "add element bridge {at} gateways {{ {list} }}");
     }
     for (chain, hook, rules) in [
@@ -193,7 +203,11 @@ pub(crate) fn vpc_ruleset(prefix: &str, vpc: &VpcSpec) -> String {
 
 /// Chain names of one port.
 fn port_chains(port: &str) -> (String, String, String) {
-    (format!("in_{port}"), format!("out_{port}"), format!("as_{port}"))
+    (
+        format!("in_{port}"),
+        format!("out_{port}"),
+        format!("as_{port}"),
+    )
 }
 
 /// Removes the dispatch elements of `ip` if they point at `port`'s chains. The element is
@@ -240,8 +254,16 @@ pub(crate) fn instance_rules(
     if let Some(old) = old_ip.filter(|o| *o != a.ip) {
         drop_elements(&mut s, prefix, port, old);
     }
-    let _ = writeln!(s, "add element inet {sg} ingress {{ {} : jump {cin} }}", a.ip);
-    let _ = writeln!(s, "add element inet {sg} egress {{ {} : jump {cout} }}", a.ip);
+    let _ = writeln!(
+        s,
+        "add element inet {sg} ingress {{ {} : jump {cin} }}",
+        a.ip
+    );
+    let _ = writeln!(
+        s,
+        "add element inet {sg} egress {{ {} : jump {cout} }}",
+        a.ip
+    );
 
     let _ = writeln!(s, "add chain bridge {at} {cas}");
     let _ = writeln!(s, "flush chain bridge {at} {cas}");
@@ -255,7 +277,10 @@ pub(crate) fn instance_rules(
     ] {
         let _ = writeln!(s, "add rule bridge {at} {cas} {r}");
     }
-    let _ = writeln!(s, "add element bridge {at} ports {{ \"{port}\" : jump {cas} }}");
+    let _ = writeln!(
+        s,
+        "add element bridge {at} ports {{ \"{port}\" : jump {cas} }}"
+    );
     s
 }
 
@@ -271,7 +296,10 @@ pub(crate) fn detach_rules(prefix: &str, port: &str, ip: Option<Ipv4Addr>) -> St
     if let Some(ip) = ip {
         drop_elements(&mut s, prefix, port, ip);
     }
-    let _ = writeln!(s, "add element bridge {at} ports {{ \"{port}\" : jump {cas} }}");
+    let _ = writeln!(
+        s,
+        "add element bridge {at} ports {{ \"{port}\" : jump {cas} }}"
+    );
     let _ = writeln!(s, "delete element bridge {at} ports {{ \"{port}\" }}");
     for c in [&cin, &cout] {
         let _ = writeln!(s, "delete chain inet {sg} {c}");
@@ -287,58 +315,160 @@ pub(crate) fn evict_ip(prefix: &str, ip: Ipv4Addr) -> [String; 2] {
     ["ingress", "egress"].map(|m| format!("delete element inet {sg} {m} {{ {ip} }}\n"))
 }
 
-/// Host rules (rebuilt atomically on every sync while the host has VPCs).
-pub(crate) fn host_ruleset(prefix: &str) -> String {
-    let up = format!("\"{prefix}u*\"");
-    format!(
-        "add table inet {prefix}_host
-delete table inet {prefix}_host
-table inet {prefix}_host {{
-  chain input {{ type filter hook input priority 0; policy accept;
-    iifname {up} ct state established,related accept
-    iifname {up} drop
-  }}
-  chain forward {{ type filter hook forward priority 0; policy accept;
-    iifname {up} oifname {up} drop
-    iifname {up} accept
-    oifname {up} ct state established,related accept
-    oifname {up} drop
-  }}
-}}
-add table ip {prefix}_nat
-delete table ip {prefix}_nat
-table ip {prefix}_nat {{
-  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {TRANSIT} oifname != {up} masquerade
-  }}
-}}
-"
-    )
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{Mac, SubnetSpec};
 
-/// Removes the host rules (when the host has no VPC left).
-pub(crate) fn host_cleanup(prefix: &str) -> String {
-    format!(
-        "add table inet {prefix}_host\ndelete table inet {prefix}_host\n\
-         add table ip {prefix}_nat\ndelete table ip {prefix}_nat\n"
-    )
-}
+    fn rule(protocol: Protocol, ports: (u16, u16), cidrs: &[&str]) -> FirewallRule {
+        FirewallRule {
+            protocol,
+            port_min: ports.0,
+            port_max: ports.1,
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        }
+    }
 
-/// iptables rules for Docker's `DOCKER-USER` chain (Docker sets the FORWARD policy to DROP).
-pub(crate) fn docker_user_rules(prefix: &str) -> Vec<Vec<String>> {
-    let up = format!("{prefix}u+");
-    vec![
-        vec!["-i".into(), up.clone(), "-j".into(), "ACCEPT".into()],
-        vec![
-            "-o".into(),
-            up,
-            "-m".into(),
-            "conntrack".into(),
-            "--ctstate".into(),
-            "RELATED,ESTABLISHED".into(),
-            "-j".into(),
-            "ACCEPT".into(),
-        ],
-    ]
-}
+    fn attachment() -> NetworkAttachment {
+        NetworkAttachment {
+            vpc_id: "v".into(),
+            vni: 7,
+            subnet_id: "s".into(),
+            ip: "10.0.0.5".parse().unwrap(),
+            prefix_len: 24,
+            gateway: "10.0.0.1".parse().unwrap(),
+            mac: Mac([2, 0x7c, 0, 0, 0, 5]),
+            ingress: vec![rule(Protocol::Tcp, (22, 22), &["10.0.0.0/24"])],
+            egress: vec![rule(Protocol::Udp, (53, 53), &["1.1.1.1/32"])],
+            egress_restricted: false,
+        }
+    }
 
+    #[test]
+    fn rule_matches() {
+        let m = |r: &FirewallRule| rule_match(r, "saddr").unwrap();
+        assert_eq!(
+            m(&rule(Protocol::Tcp, (80, 80), &["10.0.0.0/8"])),
+            "ip saddr 10.0.0.0/8 tcp dport 80"
+        );
+        assert_eq!(
+            m(&rule(
+                Protocol::Udp,
+                (2000, 1000),
+                &["1.2.3.4/32", "5.6.7.0/24"]
+            )),
+            "ip saddr { 1.2.3.4/32, 5.6.7.0/24 } udp dport 1000-2000"
+        );
+        assert_eq!(
+            m(&rule(Protocol::Tcp, (0, 0), &["0.0.0.0/0"])),
+            "ip saddr 0.0.0.0/0 meta l4proto tcp"
+        );
+        assert_eq!(
+            m(&rule(Protocol::Icmp, (5, 6), &["0.0.0.0/0"])),
+            "ip saddr 0.0.0.0/0 meta l4proto icmp"
+        );
+        assert_eq!(
+            m(&rule(Protocol::All, (0, 0), &["10.1.0.0/16"])),
+            "ip saddr 10.1.0.0/16"
+        );
+        // No CIDR: the rule matches nothing and is left out instead of allowing everyone.
+        assert_eq!(rule_match(&rule(Protocol::All, (0, 0), &[]), "saddr"), None);
+    }
+
+    #[test]
+    fn instance_rules_replace_atomically_and_default_deny() {
+        let s = instance_rules("tc", "pabc", &attachment(), None);
+        let lines: Vec<&str> = s.lines().collect();
+        // Chains are created if missing, then flushed and refilled in the same transaction.
+        assert_eq!(lines[0], "add chain inet tc_sg in_pabc");
+        assert_eq!(lines[1], "flush chain inet tc_sg in_pabc");
+        assert!(s.contains("add rule inet tc_sg in_pabc ip saddr 10.0.0.0/24 tcp dport 22 accept\nadd rule inet tc_sg in_pabc drop\n"));
+        // Unrestricted egress: an empty out chain (falls through to the ingress check).
+        assert!(!s.contains("add rule inet tc_sg out_pabc"));
+        assert!(s.contains("add element inet tc_sg ingress { 10.0.0.5 : jump in_pabc }"));
+        assert!(s.contains("add element inet tc_sg egress { 10.0.0.5 : jump out_pabc }"));
+        assert!(s.contains("add rule bridge tc_as as_pabc ether saddr != 02:7c:00:00:00:05 drop"));
+        assert!(
+            s.contains("add rule bridge tc_as as_pabc ether type ip ip saddr != 10.0.0.5 drop")
+        );
+        assert!(s.contains(
+            "add rule bridge tc_as as_pabc ether type arp arp saddr ip != 10.0.0.5 drop"
+        ));
+        assert!(s.contains("add element bridge tc_as ports { \"pabc\" : jump as_pabc }"));
+        assert!(!s.contains("delete"));
+        // No `fwd` chain name (nft keyword).
+        assert!(!s.contains(" fwd"));
+    }
+
+    #[test]
+    fn restricted_egress_and_address_change() {
+        let mut a = attachment();
+        a.egress_restricted = true;
+        let s = instance_rules("tc", "pabc", &a, Some("10.0.0.9".parse().unwrap()));
+        assert!(s.contains("add rule inet tc_sg out_pabc ip daddr 1.1.1.1/32 udp dport 53 return\nadd rule inet tc_sg out_pabc drop\n"));
+        // The old address's elements are removed (re-added first so the delete cannot fail).
+        let add = s
+            .find("add element inet tc_sg ingress { 10.0.0.9 : jump in_pabc }")
+            .unwrap();
+        let del = s
+            .find("delete element inet tc_sg ingress { 10.0.0.9 }")
+            .unwrap();
+        assert!(add < del);
+        // Same address: nothing deleted.
+        assert!(!instance_rules("tc", "pabc", &a, Some(a.ip)).contains("delete"));
+    }
+
+    #[test]
+    fn detach_removes_elements_then_chains() {
+        let s = detach_rules("tc", "pabc", Some("10.0.0.5".parse().unwrap()));
+        let del_elem = s
+            .find("delete element inet tc_sg ingress { 10.0.0.5 }")
+            .unwrap();
+        let del_chain = s.find("delete chain inet tc_sg in_pabc").unwrap();
+        assert!(del_elem < del_chain);
+        assert!(s.contains("delete element bridge tc_as ports { \"pabc\" }"));
+        assert!(s.contains("delete chain bridge tc_as as_pabc"));
+        // Without an address: chains are still created-then-deleted, so it never fails.
+        let s = detach_rules("tc", "pabc", None);
+        assert!(s.starts_with("add chain inet tc_sg in_pabc\n"));
+        assert!(!s.contains("element inet"));
+    }
+
+    #[test]
+    fn vpc_ruleset_nat_and_gateways() {
+        let vpc = VpcSpec {
+            vpc_id: "v".into(),
+            vni: 7,
+            subnets: vec![
+                SubnetSpec {
+                    subnet_id: "a".into(),
+                    cidr: "10.0.1.0/24".parse().unwrap(),
+                    gateway: "10.0.1.1".parse().unwrap(),
+                    nat_egress: true,
+                },
+                SubnetSpec {
+                    subnet_id: "b".into(),
+                    cidr: "10.0.2.0/24".parse().unwrap(),
+                    gateway: "10.0.2.1".parse().unwrap(),
+                    nat_egress: false,
+                },
+            ],
+            peers: vec![],
+            remote_endpoints: vec![],
+        };
+        let s = vpc_ruleset("tc", &vpc);
+        assert!(s.contains("elements = { 10.0.1.0/24 }"));
+        assert!(!s.contains("10.0.2.0/24"));
+        assert!(s.contains("add element bridge tc_as gateways { 10.0.1.1, 10.0.2.1 }"));
+        assert!(s.contains("oifname \"uplink\" ip saddr @nat_src masquerade"));
+        assert!(s.contains("oifname \"uplink\" drop"));
+        assert!(s.contains("add rule inet tc_sg forward ct state established,related accept"));
+        // The policy table is swapped whole; the per-port chains are never flushed here.
+        assert!(s.contains("delete table inet tc_vpc\ntable inet tc_vpc {"));
+        assert!(!s.contains("flush chain inet tc_sg in_"));
+        // Without NAT subnets the set is empty, so nothing leaves via the uplink.
+        let mut none = vpc.clone();
+        none.subnets.iter_mut().for_each(|s| s.nat_egress = false);
+        assert!(!vpc_ruleset("tc", &none).contains("elements = {"));
+    }
+}

@@ -21,7 +21,12 @@ const ETH0: &str = "eth0";
 
 /// The address recorded in a port's alias ("<instance id> <ip>").
 fn alias_ip(link: &Link) -> Option<Ipv4Addr> {
-    link.alias.as_deref()?.split_whitespace().nth(1)?.parse().ok()
+    link.alias
+        .as_deref()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 impl LinuxNetwork {
@@ -54,9 +59,9 @@ impl LinuxNetwork {
         let (p, n) = (port.clone(), ns.clone());
         let (port_link, br) = w
             .run(move |h| async move {
-                let br = get_link(&h, "br0", &n)
-                    .await?
-                    .ok_or_else(|| NetworkError::Invalid(format!("VPC namespace {n} has no br0")))?;
+                let br = get_link(&h, "br0", &n).await?.ok_or_else(|| {
+                    NetworkError::Invalid(format!("VPC namespace {n} has no br0"))
+                })?;
                 Ok((get_link(&h, &p, &n).await?, br))
             })
             .await?;
@@ -115,7 +120,9 @@ impl LinuxNetwork {
         if let Some((e, _)) = eth0 {
             let label = target.label().to_owned();
             target
-                .run(move |h| async move { links::del_link(&h, e.index, &format!("{ETH0} in {label}")).await })
+                .run(move |h| async move {
+                    links::del_link(&h, e.index, &format!("{ETH0} in {label}")).await
+                })
                 .await?;
         }
         let (p, n, path, mac) = (port.clone(), ns.clone(), netns.to_path_buf(), a.mac.0);
@@ -124,8 +131,17 @@ impl LinuxNetwork {
                 links::del_link(&h, old.index, &format!("{p} in {n}")).await?;
             }
             let f = open_ns(&path)?;
-            links::create_veth_into(&h, &p, ETH0, f.as_raw_fd(), Some(mac), mtu, Some(br.index), &n)
-                .await?;
+            links::create_veth_into(
+                &h,
+                &p,
+                ETH0,
+                f.as_raw_fd(),
+                Some(mac),
+                mtu,
+                Some(br.index),
+                &n,
+            )
+            .await?;
             let link = get_link(&h, &p, &n)
                 .await?
                 .ok_or_else(|| NetworkError::Netlink(format!("{p} vanished in {n}")))?;
@@ -152,8 +168,16 @@ impl LinuxNetwork {
     }
 
     /// Removes a port and its rules from one VPC namespace (nothing when it has neither).
-    pub(super) async fn detach_in(&self, w: &Arc<NsWorker>, port: &str) -> Result<(), NetworkError> {
-        let (p, ns, prefix) = (port.to_owned(), w.label().to_owned(), self.config.prefix.clone());
+    pub(super) async fn detach_in(
+        &self,
+        w: &Arc<NsWorker>,
+        port: &str,
+    ) -> Result<(), NetworkError> {
+        let (p, ns, prefix) = (
+            port.to_owned(),
+            w.label().to_owned(),
+            self.config.prefix.clone(),
+        );
         w.run(move |h| async move {
             let link = get_link(&h, &p, &ns).await?;
             let ips: Vec<Ipv4Addr> = match link.as_ref().and_then(alias_ip) {
@@ -243,7 +267,10 @@ mod tests {
                                                ["10.0.0.6", {"jump": {"target": "in_pb"}}]]}},
           {"map": {"name": "egress", "elem": [["10.0.0.5", {"jump": {"target": "out_pa"}}]]}},
           {"chain": {"name": "in_pa"}}]}"#;
-        assert_eq!(parse_refs(json, "pa"), (true, vec!["10.0.0.5".parse().unwrap()]));
+        assert_eq!(
+            parse_refs(json, "pa"),
+            (true, vec!["10.0.0.5".parse().unwrap()])
+        );
         assert_eq!(parse_refs(json, "pc"), (false, vec![]));
         assert_eq!(parse_refs("garbage", "pa"), (false, vec![]));
     }

@@ -81,7 +81,11 @@ const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const EADDRNOTAVAIL: i32 = 99;
 
-pub(crate) async fn get_link(h: &Handle, name: &str, ns: &str) -> Result<Option<Link>, NetworkError> {
+pub(crate) async fn get_link(
+    h: &Handle,
+    name: &str,
+    ns: &str,
+) -> Result<Option<Link>, NetworkError> {
     let mut s = h.link().get().match_name(name.to_owned()).execute();
     match s.try_next().await {
         Ok(m) => Ok(m.map(Link::from)),
@@ -137,7 +141,12 @@ pub(crate) async fn set_link(
         .map_err(nl(format!("configuring {} in {ns}", link.name)))
 }
 
-pub(crate) async fn set_alias(h: &Handle, index: u32, alias: &str, what: &str) -> Result<(), NetworkError> {
+pub(crate) async fn set_alias(
+    h: &Handle,
+    index: u32,
+    alias: &str,
+    what: &str,
+) -> Result<(), NetworkError> {
     h.link()
         .set(LinkUnspec::new_with_index(index).alias(alias).build())
         .execute()
@@ -156,7 +165,11 @@ pub(crate) async fn ensure_bridge(
     ns: &str,
 ) -> Result<Link, NetworkError> {
     if get_link(h, name, ns).await?.is_none() {
-        let msg = LinkBridge::new(name).mtu(mtu).address(mac.to_vec()).up().build();
+        let msg = LinkBridge::new(name)
+            .mtu(mtu)
+            .address(mac.to_vec())
+            .up()
+            .build();
         h.link()
             .add(msg)
             .execute()
@@ -233,7 +246,11 @@ pub(crate) async fn create_veth_into(
 }
 
 /// IPv4 addresses (address, prefix length) on a link.
-pub(crate) async fn addresses(h: &Handle, index: u32, what: &str) -> Result<Vec<(Ipv4Addr, u8, AddressMessage)>, NetworkError> {
+pub(crate) async fn addresses(
+    h: &Handle,
+    index: u32,
+    what: &str,
+) -> Result<Vec<(Ipv4Addr, u8, AddressMessage)>, NetworkError> {
     let msgs: Vec<AddressMessage> = h
         .address()
         .get()
@@ -286,8 +303,14 @@ pub(crate) async fn sync_addresses(
 }
 
 /// Default route via `gateway` (replaced if it points elsewhere).
-pub(crate) async fn default_route(h: &Handle, gateway: Ipv4Addr, what: &str) -> Result<(), NetworkError> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+pub(crate) async fn default_route(
+    h: &Handle,
+    gateway: Ipv4Addr,
+    what: &str,
+) -> Result<(), NetworkError> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .build();
     h.route()
         .add(msg)
         .replace()
@@ -297,17 +320,21 @@ pub(crate) async fn default_route(h: &Handle, gateway: Ipv4Addr, what: &str) -> 
 }
 
 /// Sends one raw neighbour/FDB request and waits for its acknowledgement.
-async fn neigh_request(h: &Handle, msg: RouteNetlinkMessage, flags: u16) -> Result<(), rtnetlink::Error> {
+async fn neigh_request(
+    h: &Handle,
+    msg: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<(), rtnetlink::Error> {
     let mut req = NetlinkMessage::from(msg);
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
     let mut h = h.clone();
     let mut resp = h.request(req)?;
     use futures::StreamExt;
     while let Some(m) = resp.next().await {
-        if let NetlinkPayload::Error(e) = m.payload {
-            if e.code.is_some() {
-                return Err(rtnetlink::Error::NetlinkError(e));
-            }
+        if let NetlinkPayload::Error(e) = m.payload
+            && e.code.is_some()
+        {
+            return Err(rtnetlink::Error::NetlinkError(e));
         }
     }
     Ok(())
@@ -319,7 +346,8 @@ fn fdb_msg(index: u32, mac: [u8; 6], dst: Ipv4Addr) -> NeighbourMessage {
     m.header.ifindex = index;
     m.header.state = NeighbourState::Permanent;
     m.header.flags = NeighbourFlags::Own;
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
     m.attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
     m
@@ -401,9 +429,10 @@ pub(crate) async fn sync_neighbours(
         .await
         .map_err(nl(format!("listing neighbours of {what}")))?;
     let mut have = BTreeMap::new();
-    for m in all.iter().filter(|m| {
-        m.header.ifindex == br_index && m.header.state == NeighbourState::Permanent
-    }) {
+    for m in all
+        .iter()
+        .filter(|m| m.header.ifindex == br_index && m.header.state == NeighbourState::Permanent)
+    {
         let ip = m.attributes.iter().find_map(|a| match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
             _ => None,

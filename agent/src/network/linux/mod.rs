@@ -18,6 +18,7 @@
 //! truth. `ports()` lists the bridge ports; `detach` finds an instance by its port name.
 
 mod firewall;
+mod host;
 mod instance;
 mod links;
 mod netns;
@@ -157,7 +158,9 @@ impl LinuxNetwork {
             return Ok(None);
         };
         let w = Arc::new(w);
-        Ok(Some(lock(&self.workers).vpcs.entry(vni).or_insert(w).clone()))
+        Ok(Some(
+            lock(&self.workers).vpcs.entry(vni).or_insert(w).clone(),
+        ))
     }
 
     fn validate(&self, vpcs: &[VpcSpec]) -> Result<(), NetworkError> {
@@ -165,7 +168,10 @@ impl LinuxNetwork {
         let mut transits = HashSet::new();
         for v in vpcs {
             if v.vni == 0 || v.vni >= 1 << 24 {
-                return Err(NetworkError::Invalid(format!("VPC {}: bad VNI {}", v.vpc_id, v.vni)));
+                return Err(NetworkError::Invalid(format!(
+                    "VPC {}: bad VNI {}",
+                    v.vpc_id, v.vni
+                )));
             }
             if !vnis.insert(v.vni) || !transits.insert(v.vni & 0xF_FFFF) {
                 return Err(NetworkError::Invalid(format!(
@@ -188,15 +194,17 @@ impl LinuxNetwork {
     /// Creates or updates one VPC on this host, in place.
     async fn ensure_vpc(&self, host: &Arc<NsWorker>, vpc: &VpcSpec) -> Result<(), NetworkError> {
         let vni = vpc.vni;
-        let w = self
-            .vpc(vni, true)
-            .await?
-            .ok_or_else(|| NetworkError::Host(format!("namespace {} missing", self.ns_name(vni))))?;
+        let w = self.vpc(vni, true).await?.ok_or_else(|| {
+            NetworkError::Host(format!("namespace {} missing", self.ns_name(vni)))
+        })?;
         let (ns, path, mtu) = (self.ns_name(vni), self.ns_path(vni), self.mtu());
         let (prefix, underlay) = (self.config.prefix.clone(), self.config.underlay_ip);
         let (transit_host, transit_vpc) = transit(vni);
-        let gw_addrs: BTreeSet<(Ipv4Addr, u8)> =
-            vpc.subnets.iter().map(|s| (s.gateway, s.cidr.prefix_len())).collect();
+        let gw_addrs: BTreeSet<(Ipv4Addr, u8)> = vpc
+            .subnets
+            .iter()
+            .map(|s| (s.gateway, s.cidr.prefix_len()))
+            .collect();
         let rules = firewall::vpc_ruleset(&prefix, vpc);
         let (ns1, vpc_id) = (ns.clone(), vpc.vpc_id.clone());
         let (br, has_vx) = w
@@ -207,14 +215,19 @@ impl LinuxNetwork {
                 if let Some(lo) = get_link(&h, "lo", &ns1).await? {
                     links::set_link(&h, &lo, None, None, &ns1).await?;
                 }
-                let br = links::ensure_bridge(&h, "br0", mtu, gateway_mac(underlay, vni), &vpc_id, &ns1)
-                    .await?;
+                let br =
+                    links::ensure_bridge(&h, "br0", mtu, gateway_mac(underlay, vni), &vpc_id, &ns1)
+                        .await?;
                 links::sync_addresses(&h, br.index, &gw_addrs, &format!("br0 in {ns1}")).await?;
                 Ok((br, get_link(&h, VXLAN, &ns1).await?.is_some()))
             })
             .await?;
 
-        let (ns2, up_name, umtu) = (ns.clone(), format!("{prefix}u{vni}"), self.config.underlay_mtu);
+        let (ns2, up_name, umtu) = (
+            ns.clone(),
+            format!("{prefix}u{vni}"),
+            self.config.underlay_mtu,
+        );
         let host_label = host.label().to_owned();
         host.run(move |h| async move {
             let open = || {
@@ -223,14 +236,24 @@ impl LinuxNetwork {
             };
             if !has_vx {
                 let f = open()?;
-                links::create_vxlan_into(&h, VXLAN, vni, underlay, mtu, f.as_raw_fd(), &ns2).await?;
+                links::create_vxlan_into(&h, VXLAN, vni, underlay, mtu, f.as_raw_fd(), &ns2)
+                    .await?;
             }
             let up = match get_link(&h, &up_name, &host_label).await? {
                 Some(l) => l,
                 None => {
                     let f = open()?;
-                    links::create_veth_into(&h, &up_name, UPLINK, f.as_raw_fd(), None, umtu, None, &host_label)
-                        .await?;
+                    links::create_veth_into(
+                        &h,
+                        &up_name,
+                        UPLINK,
+                        f.as_raw_fd(),
+                        None,
+                        umtu,
+                        None,
+                        &host_label,
+                    )
+                    .await?;
                     get_link(&h, &up_name, &host_label).await?.ok_or_else(|| {
                         NetworkError::Netlink(format!("{up_name} vanished in {host_label}"))
                     })?
@@ -305,65 +328,41 @@ impl LinuxNetwork {
         drop(worker);
         netns::delete_named(&self.ns_path(vni))
     }
-
-    /// Host rules, ip_forward and Docker's DOCKER-USER exceptions (or their removal).
-    async fn host_rules(&self, host: &Arc<NsWorker>, present: bool) -> Result<(), NetworkError> {
-        let prefix = self.config.prefix.clone();
-        let label = host.label().to_owned();
-        host.run(move |_h| async move {
-            if present {
-                netns::write_sysctl("net.ipv4.ip_forward", "1", &label)?;
-                firewall::apply(&firewall::host_ruleset(&prefix), &label)?;
-            } else {
-                firewall::apply(&firewall::host_cleanup(&prefix), &label)?;
-            }
-            docker_user(&prefix, present, &label)
-        })
-        .await
-    }
 }
-
-/// Adds (or removes) our accept rules in iptables' DOCKER-USER chain when it exists.
-fn docker_user(prefix: &str, present: bool, ns: &str) -> Result<(), NetworkError> {
-    let err = |e: String| NetworkError::Firewall(format!("iptables in {ns}: {e}"));
-    if netns::run_command("iptables", &["-w", "-n", "-L", "DOCKER-USER"], None, err).is_err() {
-        return Ok(()); // no Docker (or no iptables): nothing to open
-    }
-    for rule in firewall::docker_user_rules(prefix) {
-        let with = |op: &'static str| {
-            let mut a = vec!["-w", op, "DOCKER-USER"];
-            a.extend(rule.iter().map(String::as_str));
-            a
-        };
-        let exists = netns::run_command("iptables", &with("-C"), None, err).is_ok();
-        if present && !exists {
-            netns::run_command("iptables", &with("-I"), None, err)?;
-        } else if !present && exists {
-            netns::run_command("iptables", &with("-D"), None, err)?;
-        }
-    }
-    Ok(())
-}
-
 
 #[async_trait]
 impl NetworkBackend for LinuxNetwork {
     fn available(&self) -> Result<(), NetworkError> {
         let c = &self.config;
         if c.underlay_ip.is_unspecified() {
-            return Err(NetworkError::Unavailable("no underlay address configured".into()));
+            return Err(NetworkError::Unavailable(
+                "no underlay address configured".into(),
+            ));
         }
         let p = &c.prefix;
-        if p.is_empty() || p.len() > 4 || !p.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit()) {
-            return Err(NetworkError::Unavailable(format!("bad interface prefix {p:?}")));
+        if p.is_empty()
+            || p.len() > 4
+            || !p
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+        {
+            return Err(NetworkError::Unavailable(format!(
+                "bad interface prefix {p:?}"
+            )));
         }
         if c.underlay_mtu < 50 + 576 {
-            return Err(NetworkError::Unavailable(format!("underlay MTU {} too small", c.underlay_mtu)));
+            return Err(NetworkError::Unavailable(format!(
+                "underlay MTU {} too small",
+                c.underlay_mtu
+            )));
         }
         if let Some(ns) = &c.host_netns
             && !ns.exists()
         {
-            return Err(NetworkError::Unavailable(format!("host namespace {} missing", ns.display())));
+            return Err(NetworkError::Unavailable(format!(
+                "host namespace {} missing",
+                ns.display()
+            )));
         }
         Ok(())
     }
@@ -418,12 +417,17 @@ impl NetworkBackend for LinuxNetwork {
                 continue;
             };
             let ns = self.ns_name(vni);
-            let all: Vec<Link> = w.run(move |h| async move { links::list_links(&h, &ns).await }).await?;
+            let all: Vec<Link> = w
+                .run(move |h| async move { links::list_links(&h, &ns).await })
+                .await?;
             let Some(br) = all.iter().find(|l| l.name == "br0") else {
                 continue;
             };
             let vpc_id = br.alias.clone().unwrap_or_default();
-            for l in all.iter().filter(|l| l.controller == Some(br.index) && l.name.starts_with('p')) {
+            for l in all
+                .iter()
+                .filter(|l| l.controller == Some(br.index) && l.name.starts_with('p'))
+            {
                 if let Some(id) = l.alias.as_deref().and_then(|a| a.split_whitespace().next()) {
                     out.push(PortInfo {
                         instance_id: id.to_owned(),

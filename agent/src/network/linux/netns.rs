@@ -133,7 +133,10 @@ fn enter(label: &str, target: &NsTarget) -> Result<(), NetworkError> {
                 }
             })?;
             setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                NetworkError::Host(format!("entering namespace {} ({label}): {e}", path.display()))
+                NetworkError::Host(format!(
+                    "entering namespace {} ({label}): {e}",
+                    path.display()
+                ))
             })
         }
         NsTarget::Create(path) => create_here(path),
@@ -182,7 +185,7 @@ fn create_here(path: &Path) -> Result<(), NetworkError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o000)
         .open(path)
         .map_err(|e| NetworkError::Host(format!("creating namespace file {name}: {e}")))?;
     let result = unshare(CloneFlags::CLONE_NEWNET)
