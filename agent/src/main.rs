@@ -103,9 +103,37 @@ struct RunArgs {
     /// Docker endpoint (default: DOCKER_HOST or unix:///var/run/docker.sock).
     #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
     docker_host: Option<String>,
+    /// Address other nodes reach this node's VXLAN endpoint (VPC overlay) at: an IPv4
+    /// address, `auto` (the source address towards the scheduler, or of the default route
+    /// when the scheduler is on this host), or `none` to run no VPC instances here.
+    #[arg(
+        long,
+        value_name = "IP|auto|none",
+        env = "THECLOUD_UNDERLAY_IP",
+        default_value = "auto"
+    )]
+    underlay_ip: cloud_agent::network::underlay::UnderlayChoice,
+    /// MTU of the underlay network (default: the MTU of the interface holding the underlay
+    /// address). Instances get this minus 50 bytes of VXLAN overhead.
+    #[arg(long, value_name = "BYTES", env = "THECLOUD_UNDERLAY_MTU")]
+    underlay_mtu: Option<u32>,
+    /// Prefix of the network namespaces and interfaces the agent creates (1-4 lowercase
+    /// letters or digits).
+    #[arg(long, value_name = "PREFIX", default_value = "tc", value_parser = parse_prefix)]
+    vpc_prefix: String,
     /// Log output format. Filtering follows RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = (1..=4).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?}: use 1-4 lowercase letters or digits"))
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -174,6 +202,32 @@ async fn run(args: RunArgs) -> Result<(), String> {
         cpu_millis: args.cpu_millis,
         memory_mb: args.memory_mb,
         disk_gb: args.disk_gb,
+    };
+    config.network = match cloud_agent::network::underlay::resolve(args.underlay_ip, &config.scheduler)
+    {
+        None => {
+            tracing::info!("VPC networking disabled (--underlay-ip none)");
+            None
+        }
+        Some(ip) => {
+            let mtu = args
+                .underlay_mtu
+                .unwrap_or_else(|| cloud_agent::network::underlay::mtu_of(ip));
+            tracing::info!(underlay_ip = %ip, underlay_mtu = mtu, prefix = %args.vpc_prefix, "VPC networking enabled");
+            let backend = cloud_agent::network::LinuxNetwork::new(
+                cloud_agent::network::LinuxNetworkConfig {
+                    underlay_ip: ip,
+                    underlay_mtu: mtu,
+                    prefix: args.vpc_prefix.clone(),
+                    host_netns: None,
+                },
+            );
+            Some(cloud_agent::config::NodeNetwork {
+                underlay_ip: ip,
+                underlay_mtu: mtu,
+                backend: Arc::new(backend),
+            })
+        }
     };
     let runtime = Arc::new(DockerRuntime::new(args.docker_host.as_deref()));
     let agent = tokio::select! {

@@ -10,6 +10,7 @@
 pub mod fake;
 pub mod linux;
 mod model;
+pub mod underlay;
 
 pub use fake::FakeNetwork;
 pub use linux::{LinuxNetwork, LinuxNetworkConfig};
