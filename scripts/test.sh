@@ -19,7 +19,7 @@ source "$SCRIPT_DIR/lib.sh"
 
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config postgresql iproute2
-  ca-certificates gcc libc6-dev)
+  ca-certificates gcc libc6-dev iputils-ping iperf3)
 PG_ROLE=thecloud
 PG_PASSWORD=thecloud
 PG_DB=thecloud
@@ -169,11 +169,12 @@ ensure_cargo_on_path
 print_header
 setup
 
-# Tests fail instead of skipping when Docker or PostgreSQL is unavailable.
-export THECLOUD_TEST_DATABASE_URL THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1
+# Tests fail instead of skipping when Docker, PostgreSQL or network namespaces are unavailable.
+export THECLOUD_TEST_DATABASE_URL THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 \
+  THECLOUD_REQUIRE_NETNS=1
 print_versions
 info "THECLOUD_TEST_DATABASE_URL=$THECLOUD_TEST_DATABASE_URL"
-info "THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1"
+info "THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 THECLOUD_REQUIRE_NETNS=1"
 
 # cargo nextest, with its output also kept (when not on a terminal, as in CI) so that the
 # summary can end with nextest's own closing line.
