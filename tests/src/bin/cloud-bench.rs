@@ -3,6 +3,8 @@
 //!
 //! * `launch`: time from `POST /v1/instances` to status `running` (polled every 5 ms), and,
 //!   interleaved, time for a plain `docker run -d` of the same image to return. Medians of N.
+//!   With `--subnet`, instances go into that VPC subnet, so `running` also means their VPC
+//!   port is up (the agent reports running only after plugging `eth0` in).
 //! * `rss`: resident memory of the running `cloud-agent` and `cloud-scheduler` processes.
 
 use clap::{Parser, Subcommand};
@@ -35,6 +37,9 @@ enum Cmd {
         /// The docker CLI used for the baseline.
         #[arg(long, default_value = "/usr/bin/docker")]
         docker: String,
+        /// Launch into this VPC subnet (id): measures request → running with the network up.
+        #[arg(long)]
+        subnet: Option<cloud_api::SubnetId>,
     },
     /// Resident set size of the cloud-agent and cloud-scheduler processes.
     Rss,
@@ -49,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
             count,
             image,
             docker,
-        } => launch(&api_url, &api_key, count, &image, &docker).await,
+            subnet,
+        } => launch(&api_url, &api_key, count, &image, &docker, subnet).await,
         Cmd::Rss => rss(),
     }
 }
@@ -60,8 +66,13 @@ async fn launch(
     count: usize,
     image: &str,
     docker: &str,
+    subnet: Option<cloud_api::SubnetId>,
 ) -> anyhow::Result<()> {
     let client = Client::new(url, Some(key.to_string()))?;
+    let once_api = |client: &Client, image: &str, name: &str| {
+        let (client, image, name) = (client.clone(), image.to_owned(), name.to_owned());
+        async move { once_api(&client, &image, &name, subnet).await }
+    };
     let mut ours = Vec::with_capacity(count);
     let mut base = Vec::with_capacity(count);
     // One warm-up of each, not counted.
@@ -86,7 +97,12 @@ async fn launch(
     Ok(())
 }
 
-async fn once_api(client: &Client, image: &str, name: &str) -> anyhow::Result<Duration> {
+async fn once_api(
+    client: &Client,
+    image: &str,
+    name: &str,
+    subnet: Option<cloud_api::SubnetId>,
+) -> anyhow::Result<Duration> {
     let req = CreateInstanceRequest {
         name: Some(name.to_string()),
         kind: InstanceKind::Container,
@@ -99,7 +115,7 @@ async fn once_api(client: &Client, image: &str, name: &str) -> anyhow::Result<Du
         node_selector: Default::default(),
         placement_group: None,
         placement_strategy: None,
-        subnet_id: None,
+        subnet_id: subnet,
         private_ip: None,
         security_groups: Vec::new(),
     };
