@@ -35,7 +35,7 @@ AGENT_PIDFILE=$LOG_DIR/agent.pid
 SCHED_CONFIG=$THECLOUD_HOME/scheduler.toml
 START_TIMEOUT=60
 
-PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config ca-certificates curl gcc libc6-dev python3)
+PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config ca-certificates curl gcc libc6-dev python3 iproute2)
 
 usage() {
   sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -212,6 +212,12 @@ Try:
   cloud instance stop web
   cloud instance start web
   cloud instance rm web
+
+A private network (VPC) with a subnet and a firewall:
+  cloud vpc create prod --cidr 10.10.0.0/16
+  cloud subnet create web --vpc prod --cidr 10.10.1.0/24 --nat-egress
+  cloud sg create web --rule ingress:tcp:80:0.0.0.0/0 --rule ingress:icmp::10.10.0.0/16
+  cloud instance launch --name app --image local/busybox:latest --subnet prod/web --sg web -- sleep 1d
 
 Status:  $SCRIPT_DIR/quickstart.sh status
 Stop:    $SCRIPT_DIR/quickstart.sh stop     (stops the scheduler and the agent; containers and state are kept)
