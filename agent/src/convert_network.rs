@@ -149,16 +149,36 @@ mod tests {
         assert_eq!(a.ip, Ipv4Addr::new(10, 0, 1, 2));
         assert_eq!(a.ingress[0].protocol, Protocol::Tcp);
         for bad in [
-            pb::NetworkAttachment { vni: 1 << 24, ..att() },
-            pb::NetworkAttachment { ip: "10.0.1".into(), ..att() },
-            pb::NetworkAttachment { mac: "nope".into(), ..att() },
-            pb::NetworkAttachment { prefix_len: 0, ..att() },
             pb::NetworkAttachment {
-                ingress: vec![pb::FirewallRule { protocol: "tcp".into(), cidrs: vec![], ..Default::default() }],
+                vni: 1 << 24,
                 ..att()
             },
             pb::NetworkAttachment {
-                ingress: vec![pb::FirewallRule { protocol: "sctp".into(), cidrs: vec!["0.0.0.0/0".into()], ..Default::default() }],
+                ip: "10.0.1".into(),
+                ..att()
+            },
+            pb::NetworkAttachment {
+                mac: "nope".into(),
+                ..att()
+            },
+            pb::NetworkAttachment {
+                prefix_len: 0,
+                ..att()
+            },
+            pb::NetworkAttachment {
+                ingress: vec![pb::FirewallRule {
+                    protocol: "tcp".into(),
+                    cidrs: vec![],
+                    ..Default::default()
+                }],
+                ..att()
+            },
+            pb::NetworkAttachment {
+                ingress: vec![pb::FirewallRule {
+                    protocol: "sctp".into(),
+                    cidrs: vec!["0.0.0.0/0".into()],
+                    ..Default::default()
+                }],
                 ..att()
             },
         ] {
@@ -171,11 +191,25 @@ mod tests {
         let good = pb::VpcSpec {
             vpc_id: "a".into(),
             vni: 7,
-            subnets: vec![pb::SubnetSpec { subnet_id: "s".into(), cidr: "10.0.1.0/24".into(), gateway: "10.0.1.1".into(), nat_egress: true }],
+            subnets: vec![pb::SubnetSpec {
+                subnet_id: "s".into(),
+                cidr: "10.0.1.0/24".into(),
+                gateway: "10.0.1.1".into(),
+                nat_egress: true,
+            }],
             peers: vec!["192.168.0.2".into()],
-            remote_endpoints: vec![pb::RemoteEndpoint { mac: "02:7c:0a:00:01:03".into(), ip: "10.0.1.3".into(), node_ip: "192.168.0.2".into() }],
+            remote_endpoints: vec![pb::RemoteEndpoint {
+                mac: "02:7c:0a:00:01:03".into(),
+                ip: "10.0.1.3".into(),
+                node_ip: "192.168.0.2".into(),
+            }],
         };
-        let bad = pb::VpcSpec { vpc_id: "b".into(), vni: 8, peers: vec!["x".into()], ..Default::default() };
+        let bad = pb::VpcSpec {
+            vpc_id: "b".into(),
+            vni: 8,
+            peers: vec!["x".into()],
+            ..Default::default()
+        };
         let v = vpcs_from_pb(&[good, bad]);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].subnets[0].gateway, Ipv4Addr::new(10, 0, 1, 1));

@@ -128,7 +128,8 @@ struct RunArgs {
 
 fn parse_prefix(s: &str) -> Result<String, String> {
     let ok = (1..=4).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if ok {
         Ok(s.to_owned())
     } else {
@@ -203,8 +204,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         memory_mb: args.memory_mb,
         disk_gb: args.disk_gb,
     };
-    config.network = match cloud_agent::network::underlay::resolve(args.underlay_ip, &config.scheduler)
-    {
+    config.network = match cloud_agent::network::underlay::resolve(
+        args.underlay_ip,
+        &config.scheduler,
+    ) {
         None => {
             tracing::info!("VPC networking disabled (--underlay-ip none)");
             None
@@ -214,14 +217,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 .underlay_mtu
                 .unwrap_or_else(|| cloud_agent::network::underlay::mtu_of(ip));
             tracing::info!(underlay_ip = %ip, underlay_mtu = mtu, prefix = %args.vpc_prefix, "VPC networking enabled");
-            let backend = cloud_agent::network::LinuxNetwork::new(
-                cloud_agent::network::LinuxNetworkConfig {
+            let backend =
+                cloud_agent::network::LinuxNetwork::new(cloud_agent::network::LinuxNetworkConfig {
                     underlay_ip: ip,
                     underlay_mtu: mtu,
                     prefix: args.vpc_prefix.clone(),
                     host_netns: None,
-                },
-            );
+                });
             Some(cloud_agent::config::NodeNetwork {
                 underlay_ip: ip,
                 underlay_mtu: mtu,

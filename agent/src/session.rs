@@ -3,8 +3,8 @@
 //! with exponential backoff plus jitter. The reconciler keeps running on the last desired state
 //! while disconnected.
 
-use crate::config::NodeNetwork;
 use crate::backoff::Backoff;
+use crate::config::NodeNetwork;
 use crate::config::{CapacityOverride, SessionTiming};
 use crate::convert;
 use crate::identity::NodeIdentity;

@@ -122,7 +122,10 @@ impl Client {
         rb
     }
 
-    pub(crate) async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+    pub(crate) async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = rb.send().await.map_err(|e| ClientError::Transport {
             url: self.base.to_string(),
             source: e,
@@ -149,7 +152,10 @@ impl Client {
         })
     }
 
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+    ) -> Result<T, ClientError> {
         self.json(self.request(Method::GET, self.url(segments)))
             .await
     }

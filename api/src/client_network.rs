@@ -2,8 +2,8 @@
 
 use crate::client::{Client, ClientError};
 use crate::network::{
-    AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest,
-    CreateVpcRequest, ReplaceRulesRequest, SecurityGroup, Subnet, Vpc,
+    AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest, CreateVpcRequest,
+    ReplaceRulesRequest, SecurityGroup, Subnet, Vpc,
 };
 use crate::{Instance, Method};
 

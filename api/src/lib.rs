@@ -21,11 +21,11 @@ pub use instance::{
     CreateInstanceRequest, GroupPolicy, Instance, InstanceKind, InstanceStatus, InstanceUsage,
     PlacementGroup, PlacementStrategy, RestartPolicy, RunState,
 };
-pub use node::{CreateJoinTokenRequest, JoinToken};
 pub use network::{
     AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest, CreateVpcRequest,
     Direction, Protocol, ReplaceRulesRequest, SecurityGroup, SecurityGroupRule, Subnet, Vpc,
 };
+pub use node::{CreateJoinTokenRequest, JoinToken};
 pub use node::{HostUsage, Node, NodeStatus, Resources};
 
 use serde::{Deserialize, Serialize};

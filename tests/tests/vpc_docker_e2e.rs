@@ -40,19 +40,27 @@ fn must(args: &[&str]) {
 
 fn netns_usable() -> bool {
     let root = sh(&["id", "-u"]).stdout == b"0\n";
-    let tools = ["ip", "nft"].iter().all(|t| Command::new(t).arg("-V").output().is_ok());
+    let tools = ["ip", "nft"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
     if root && tools {
         return true;
     }
     if std::env::var("THECLOUD_REQUIRE_NETNS").as_deref() == Ok("1") {
-        panic!("THECLOUD_REQUIRE_NETNS=1 but network namespaces are unusable (root: {root}, ip/nft: {tools})");
+        panic!(
+            "THECLOUD_REQUIRE_NETNS=1 but network namespaces are unusable (root: {root}, ip/nft: {tools})"
+        );
     }
     eprintln!("skipping: VPC end-to-end tests need root, ip and nft");
     false
 }
 
 fn delete_lab() {
-    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(TP) {
             let _ = sh(&["ip", "netns", "del", &name]);
@@ -66,7 +74,13 @@ struct Cleanup(Vec<String>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for node in &self.0 {
-            let out = sh(&["docker", "ps", "-aq", "--filter", &format!("label=thecloud.node-id={node}")]);
+            let out = sh(&[
+                "docker",
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=thecloud.node-id={node}"),
+            ]);
             for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 let _ = sh(&["docker", "rm", "-f", id]);
             }
@@ -80,7 +94,10 @@ fn build_underlay() {
     delete_lab();
     must(&["ip", "netns", "add", "veh1"]);
     must(&["ip", "netns", "add", "veh2"]);
-    must(&["ip", "link", "add", "u0", "netns", "veh1", "type", "veth", "peer", "name", "u0", "netns", "veh2"]);
+    must(&[
+        "ip", "link", "add", "u0", "netns", "veh1", "type", "veth", "peer", "name", "u0", "netns",
+        "veh2",
+    ]);
     for (ns, ip) in [("veh1", "172.31.0.1/24"), ("veh2", "172.31.0.2/24")] {
         must(&["ip", "-n", ns, "addr", "add", ip, "dev", "u0"]);
         must(&["ip", "-n", ns, "link", "set", "u0", "up"]);
@@ -89,14 +106,19 @@ fn build_underlay() {
 }
 
 async fn vpc_agent(c: &Cluster, name: &str, host: u8) -> cloud_agent::AgentHandle {
-    let runtime = Arc::new(cloud_agent::DockerRuntime::connect(None).await.expect("docker runtime"));
+    let runtime = Arc::new(
+        cloud_agent::DockerRuntime::connect(None)
+            .await
+            .expect("docker runtime"),
+    );
     let underlay = Ipv4Addr::new(172, 31, 0, host);
-    let backend = cloud_agent::network::LinuxNetwork::new(cloud_agent::network::LinuxNetworkConfig {
-        underlay_ip: underlay,
-        underlay_mtu: 1500,
-        prefix: format!("{TP}{host}"),
-        host_netns: Some(format!("/run/netns/veh{host}").into()),
-    });
+    let backend =
+        cloud_agent::network::LinuxNetwork::new(cloud_agent::network::LinuxNetworkConfig {
+            underlay_ip: underlay,
+            underlay_mtu: 1500,
+            prefix: format!("{TP}{host}"),
+            host_netns: Some(format!("/run/netns/veh{host}").into()),
+        });
     let mut cfg = c.agent_config(name);
     cfg.capacity_override.cpu_millis = Some(4000);
     cfg.capacity_override.memory_mb = Some(4096);
@@ -105,16 +127,20 @@ async fn vpc_agent(c: &Cluster, name: &str, host: u8) -> cloud_agent::AgentHandl
         underlay_mtu: 1500,
         backend: Arc::new(backend),
     });
-    let agent = cloud_agent::start(cfg, runtime).await.expect("agent starts");
+    let agent = cloud_agent::start(cfg, runtime)
+        .await
+        .expect("agent starts");
     c.wait_node_ready(name).await;
     agent
 }
 
 /// `ping` from inside an instance's container; true when a reply came back.
 fn ping_from(container: &str, ip: &str) -> bool {
-    sh(&["docker", "exec", container, "ping", "-c", "1", "-W", "1", ip])
-        .status
-        .success()
+    sh(&[
+        "docker", "exec", container, "ping", "-c", "1", "-W", "1", ip,
+    ])
+    .status
+    .success()
 }
 
 fn icmp_from(cidr: &str) -> SecurityGroupRule {
@@ -140,18 +166,48 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     let _cleanup = Cleanup(vec![a1.node_id().to_string(), a2.node_id().to_string()]);
     let client = c.client();
 
-    client.vpc_create(&CreateVpcRequest { name: "blue".into(), cidr: "10.77.0.0/16".into() }).await.unwrap();
-    let blue = client
-        .subnet_create("blue", &CreateSubnetRequest { name: "s".into(), cidr: "10.77.1.0/24".into(), nat_egress: false })
+    client
+        .vpc_create(&CreateVpcRequest {
+            name: "blue".into(),
+            cidr: "10.77.0.0/16".into(),
+        })
         .await
         .unwrap();
-    client.vpc_create(&CreateVpcRequest { name: "red".into(), cidr: "10.77.0.0/16".into() }).await.unwrap();
-    let red = client
-        .subnet_create("red", &CreateSubnetRequest { name: "s".into(), cidr: "10.77.1.0/24".into(), nat_egress: false })
+    let blue = client
+        .subnet_create(
+            "blue",
+            &CreateSubnetRequest {
+                name: "s".into(),
+                cidr: "10.77.1.0/24".into(),
+                nat_egress: false,
+            },
+        )
         .await
         .unwrap();
     client
-        .sg_create(&CreateSecurityGroupRequest { name: "ping".into(), description: String::new(), rules: vec![icmp_from("10.77.0.0/16")] })
+        .vpc_create(&CreateVpcRequest {
+            name: "red".into(),
+            cidr: "10.77.0.0/16".into(),
+        })
+        .await
+        .unwrap();
+    let red = client
+        .subnet_create(
+            "red",
+            &CreateSubnetRequest {
+                name: "s".into(),
+                cidr: "10.77.1.0/24".into(),
+                nat_egress: false,
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .sg_create(&CreateSecurityGroupRequest {
+            name: "ping".into(),
+            description: String::new(),
+            rules: vec![icmp_from("10.77.0.0/16")],
+        })
         .await
         .unwrap();
 
@@ -159,16 +215,25 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
         subnet_id: Some(subnet),
         security_groups: sgs.iter().map(|s| s.to_string()).collect(),
         // a and b on different hosts; the others wherever they fit.
-        placement_group: ["a", "b"].contains(&name).then(|| PlacementGroup { name: "pair".into(), policy: GroupPolicy::Spread }),
+        placement_group: ["a", "b"].contains(&name).then(|| PlacementGroup {
+            name: "pair".into(),
+            policy: GroupPolicy::Spread,
+        }),
         ..busybox(name, &["sleep", "100000"])
     };
     // Time from the create request to `running`, which for a VPC instance means its port is
     // up (the agent reports running only after the attach).
     let t0 = Instant::now();
-    client.instance_create(&launch("a", blue.id, &["ping"])).await.unwrap();
+    client
+        .instance_create(&launch("a", blue.id, &["ping"]))
+        .await
+        .unwrap();
     let a = c.wait_instance("a", InstanceStatus::Running).await;
     let ready_ms = t0.elapsed().as_millis();
-    client.instance_create(&launch("b", blue.id, &["ping"])).await.unwrap();
+    client
+        .instance_create(&launch("b", blue.id, &["ping"]))
+        .await
+        .unwrap();
     let b = c.wait_instance("b", InstanceStatus::Running).await;
     assert_ne!(a.node_name, b.node_name, "spread over the two hosts");
     eprintln!("request → running with network: {ready_ms} ms");
@@ -176,7 +241,9 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     let (ip_a, ip_b) = (a.private_ip.clone().unwrap(), b.private_ip.clone().unwrap());
 
     // eth0 as the scheduler described it.
-    let addr = String::from_utf8_lossy(&sh(&["docker", "exec", &ca, "ip", "addr", "show", "eth0"]).stdout).into_owned();
+    let addr =
+        String::from_utf8_lossy(&sh(&["docker", "exec", &ca, "ip", "addr", "show", "eth0"]).stdout)
+            .into_owned();
     assert!(addr.contains(&format!("{ip_a}/24")), "{addr}");
     assert!(addr.contains("mtu 1450"), "{addr}");
     assert!(addr.contains(a.mac.as_deref().unwrap()), "{addr}");
@@ -191,22 +258,35 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     assert!(ping_from(&ca, "10.77.1.1"), "a reaches its gateway");
 
     // Default deny: c has no group, so nobody may ping it; giving it the group opens it.
-    let cc = client.instance_create(&launch("c", blue.id, &[])).await.unwrap();
+    let cc = client
+        .instance_create(&launch("c", blue.id, &[]))
+        .await
+        .unwrap();
     let cc = c.wait_instance(&cc.name, InstanceStatus::Running).await;
     let ip_c = cc.private_ip.clone().unwrap();
     let ccid = cc.runtime_id.clone().unwrap();
     assert!(!ping_from(&ca, &ip_c), "ingress to c is denied by default");
-    assert!(ping_from(&ccid, &ip_a), "c's egress is open and the reply comes back (stateful)");
+    assert!(
+        ping_from(&ccid, &ip_a),
+        "c's egress is open and the reply comes back (stateful)"
+    );
     client.instance_sg_attach("c", "ping").await.unwrap();
-    wait_for("c accepts pings once it has the group", Duration::from_secs(15), || {
-        let (ca, ip_c) = (ca.clone(), ip_c.clone());
-        async move { ping_from(&ca, &ip_c).then_some(()) }
-    })
+    wait_for(
+        "c accepts pings once it has the group",
+        Duration::from_secs(15),
+        || {
+            let (ca, ip_c) = (ca.clone(), ip_c.clone());
+            async move { ping_from(&ca, &ip_c).then_some(()) }
+        },
+    )
     .await;
 
     // Another VPC with the very same addresses: its instance gets a's address, and neither
     // side can reach the other.
-    let d = client.instance_create(&launch("d", red.id, &["ping"])).await.unwrap();
+    let d = client
+        .instance_create(&launch("d", red.id, &["ping"]))
+        .await
+        .unwrap();
     let d = c.wait_instance(&d.name, InstanceStatus::Running).await;
     assert_eq!(d.private_ip, a.private_ip, "same address, other VPC");
     let cd = d.runtime_id.clone().unwrap();
@@ -215,7 +295,10 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     // b pinging a's address reaches blue's a, never red's d: take a down and the ping fails.
     client.instance_stop("a").await.unwrap();
     c.wait_instance("a", InstanceStatus::Stopped).await;
-    assert!(!ping_from(&cb, &ip_a), "with a stopped, a's address is unreachable from blue");
+    assert!(
+        !ping_from(&cb, &ip_a),
+        "with a stopped, a's address is unreachable from blue"
+    );
 
     for n in ["a", "b", "c", "d"] {
         client.instance_delete(n).await.unwrap();
@@ -224,16 +307,20 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
         c.wait_instance_gone(n).await;
     }
     // The hosts tore their VPCs down.
-    wait_for("VPC namespaces removed", Duration::from_secs(15), || async {
-        let left: Vec<String> = std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("ve1") || n.starts_with("ve2"))
-            .collect();
-        left.is_empty().then_some(())
-    })
+    wait_for(
+        "VPC namespaces removed",
+        Duration::from_secs(15),
+        || async {
+            let left: Vec<String> = std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ve1") || n.starts_with("ve2"))
+                .collect();
+            left.is_empty().then_some(())
+        },
+    )
     .await;
     a1.abort();
     a2.abort();

@@ -27,7 +27,9 @@ impl FromStr for Mac {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for byte in &mut out {
-            let part = parts.next().ok_or_else(|| format!("bad MAC address {s:?}"))?;
+            let part = parts
+                .next()
+                .ok_or_else(|| format!("bad MAC address {s:?}"))?;
             if part.len() != 2 {
                 return Err(format!("bad MAC address {s:?}"));
             }
@@ -129,7 +131,13 @@ mod tests {
         let m: Mac = "02:7c:0a:0a:01:05".parse().unwrap();
         assert_eq!(m.0, [0x02, 0x7c, 0x0a, 0x0a, 0x01, 0x05]);
         assert_eq!(m.to_string(), "02:7c:0a:0a:01:05");
-        for bad in ["", "02:7c", "02:7c:0a:0a:01:05:06", "zz:7c:0a:0a:01:05", "2:7c:0a:0a:01:05"] {
+        for bad in [
+            "",
+            "02:7c",
+            "02:7c:0a:0a:01:05:06",
+            "zz:7c:0a:0a:01:05",
+            "2:7c:0a:0a:01:05",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }

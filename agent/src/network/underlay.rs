@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn parses_choices() {
         assert_eq!("auto".parse::<UnderlayChoice>(), Ok(UnderlayChoice::Auto));
-        assert_eq!("none".parse::<UnderlayChoice>(), Ok(UnderlayChoice::Disabled));
+        assert_eq!(
+            "none".parse::<UnderlayChoice>(),
+            Ok(UnderlayChoice::Disabled)
+        );
         assert_eq!(
             "10.0.0.5".parse::<UnderlayChoice>(),
             Ok(UnderlayChoice::Fixed(Ipv4Addr::new(10, 0, 0, 5)))

@@ -5,11 +5,11 @@
 //! It only ever lists or touches containers labelled `thecloud.node-id=<own id>`.
 
 mod net;
+#[cfg(test)]
+mod net_tests;
 mod observe;
 mod plan;
 mod state;
-#[cfg(test)]
-mod net_tests;
 #[cfg(test)]
 mod tests;
 

@@ -52,7 +52,8 @@ impl NetState {
             for s in desired.instances.iter().filter(|s| s.network.is_some()) {
                 self.errors.insert(
                     s.instance_id.clone(),
-                    "VPC networking is not available on this node (no underlay address configured)".into(),
+                    "VPC networking is not available on this node (no underlay address configured)"
+                        .into(),
                 );
             }
             return;
@@ -72,9 +73,10 @@ impl NetState {
             .plugged
             .iter()
             .filter(|(id, p)| {
-                let wanted = desired.instances.iter().any(|s| {
-                    s.instance_id == **id && matches!(s.network, Some(Ok(_)))
-                });
+                let wanted = desired
+                    .instances
+                    .iter()
+                    .any(|s| s.instance_id == **id && matches!(s.network, Some(Ok(_))));
                 let same_run = running
                     .get(id.as_str())
                     .is_some_and(|c| c.id == p.container_id && c.pid == p.pid);

@@ -89,7 +89,10 @@ async fn plugs_a_new_container_into_its_vpc_before_calling_it_running() {
     let o = f.apply(doc(1, vec![networked("a", 2)], vec![vpc()])).await;
     assert_eq!(o.instance("a").unwrap().state, InstanceState::Running);
     let c = f.rt.container_of("a").unwrap();
-    assert!(f.rt.spec_of("a").unwrap().network_none, "Docker networking must be off");
+    assert!(
+        f.rt.spec_of("a").unwrap().network_none,
+        "Docker networking must be off"
+    );
     let (netns, att) = f.net.port("a").expect("port plugged");
     assert_eq!(netns, PathBuf::from(format!("/proc/{}/ns/net", c.pid)));
     assert_eq!(att, attachment(2));
@@ -107,7 +110,10 @@ async fn replugs_after_a_restart_and_when_rules_change() {
     let mut s = networked("a", 2);
     s.restart_policy = crate::model::RestartPolicy::Always;
     f.apply(doc(1, vec![s.clone()], vec![vpc()])).await;
-    assert_eq!(f.rt.container_of("a").unwrap().restart_policy, EngineRestartPolicy::UnlessStopped);
+    assert_eq!(
+        f.rt.container_of("a").unwrap().restart_policy,
+        EngineRestartPolicy::UnlessStopped
+    );
     let first_pid = f.rt.container_of("a").unwrap().pid;
     // The process dies and the engine restarts it: a new network namespace.
     f.rt.exit("a", 1);
@@ -139,7 +145,11 @@ async fn a_failed_attach_is_reported_and_retried() {
     let o = f.apply(doc(1, vec![networked("a", 2)], vec![vpc()])).await;
     let a = o.instance("a").unwrap();
     assert_eq!(a.state, InstanceState::Failed);
-    assert!(a.reason.contains("network: netlink: no bridge"), "{}", a.reason);
+    assert!(
+        a.reason.contains("network: netlink: no bridge"),
+        "{}",
+        a.reason
+    );
     f.net.fail_attach(None);
     let o = f.apply(doc(2, vec![networked("a", 2)], vec![vpc()])).await;
     assert_eq!(o.instance("a").unwrap().state, InstanceState::Running);
@@ -150,11 +160,19 @@ async fn without_a_data_plane_vpc_instances_fail_clearly() {
     let rt = Arc::new(FakeRuntime::with_images([IMG]));
     let dir = tempfile::tempdir().unwrap();
     let mut rec = Reconciler::new(NODE, rt, dir.path(), ReconcilerConfig::default()).unwrap();
-    rec.set_desired(doc(1, vec![networked("a", 2), spec("b", RunState::Running, 1)], vec![vpc()]));
+    rec.set_desired(doc(
+        1,
+        vec![networked("a", 2), spec("b", RunState::Running, 1)],
+        vec![vpc()],
+    ));
     let o = rec.reconcile_once().await.unwrap().unwrap();
     let a = o.instance("a").unwrap();
     assert_eq!(a.state, InstanceState::Failed);
-    assert!(a.reason.contains("not available on this node"), "{}", a.reason);
+    assert!(
+        a.reason.contains("not available on this node"),
+        "{}",
+        a.reason
+    );
     assert_eq!(o.instance("b").unwrap().state, InstanceState::Running);
 }
 
@@ -168,7 +186,11 @@ async fn an_unusable_attachment_fails_with_the_reason() {
     let o = f.apply(doc(1, vec![bad], vec![vpc()])).await;
     let a = o.instance("a").unwrap();
     assert_eq!(a.state, InstanceState::Failed);
-    assert!(a.reason.contains("invalid network attachment"), "{}", a.reason);
+    assert!(
+        a.reason.contains("invalid network attachment"),
+        "{}",
+        a.reason
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -31,7 +31,9 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateInstanceRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = app.instance_view(app.instance_create(&caller, req).await?).await?;
+    let inst = app
+        .instance_view(app.instance_create(&caller, req).await?)
+        .await?;
     let location = format!("/v1/instances/{}", inst.id);
     Ok((
         StatusCode::CREATED,
@@ -45,7 +47,10 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<Json<Instance>> {
-    Ok(Json(app.instance_view(app.instance_lookup(&caller, &id).await?).await?))
+    Ok(Json(
+        app.instance_view(app.instance_lookup(&caller, &id).await?)
+            .await?,
+    ))
 }
 
 pub async fn delete(
@@ -53,7 +58,9 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = app.instance_view(app.instance_delete(&caller, &id).await?).await?;
+    let inst = app
+        .instance_view(app.instance_delete(&caller, &id).await?)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 
@@ -62,7 +69,9 @@ pub async fn stop(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = app.instance_view(app.instance_stop(&caller, &id).await?).await?;
+    let inst = app
+        .instance_view(app.instance_stop(&caller, &id).await?)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 
@@ -71,7 +80,9 @@ pub async fn start(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<impl IntoResponse> {
-    let inst = app.instance_view(app.instance_start(&caller, &id).await?).await?;
+    let inst = app
+        .instance_view(app.instance_start(&caller, &id).await?)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(inst)))
 }
 

@@ -61,7 +61,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/security-groups/{id}",
             get(network::sg_get).delete(network::sg_delete),
         )
-        .route("/security-groups/{id}/rules", put(network::sg_replace_rules))
+        .route(
+            "/security-groups/{id}/rules",
+            put(network::sg_replace_rules),
+        )
         .route("/nodes", get(nodes::list))
         .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/{id}", get(nodes::get))

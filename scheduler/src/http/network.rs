@@ -12,14 +12,18 @@ use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use cloud_api::{
-    AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest,
-    CreateVpcRequest, Instance, Page, PageQuery, ReplaceRulesRequest, SecurityGroup,
-    SecurityGroupId, Subnet, Vpc, VpcId,
+    AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest, CreateVpcRequest,
+    Instance, Page, PageQuery, ReplaceRulesRequest, SecurityGroup, SecurityGroupId, Subnet, Vpc,
+    VpcId,
 };
 use std::sync::Arc;
 
 fn created<T: serde::Serialize>(location: String, body: T) -> impl IntoResponse {
-    (StatusCode::CREATED, [(header::LOCATION, location)], Json(body))
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
 }
 
 // ---------------------------------------------------------------------- VPCs
@@ -92,7 +96,10 @@ pub async fn subnet_create(
     ApiJson(req): ApiJson<CreateSubnetRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let s = views::subnet(app.subnet_create(&caller, &vpc, req).await?);
-    Ok(created(format!("/v1/vpcs/{}/subnets/{}", s.vpc_id, s.id), s))
+    Ok(created(
+        format!("/v1/vpcs/{}/subnets/{}", s.vpc_id, s.id),
+        s,
+    ))
 }
 
 pub async fn subnet_get(
@@ -117,7 +124,11 @@ pub async fn subnet_delete(
 // ---------------------------------------------------------------------- security groups
 
 async fn sg_view(app: &App, g: crate::store::SecurityGroupRecord) -> ApiResult<SecurityGroup> {
-    let rules = app.store.sg_rules(&[g.id]).await.map_err(crate::error::Error::from)?;
+    let rules = app
+        .store
+        .sg_rules(&[g.id])
+        .await
+        .map_err(crate::error::Error::from)?;
     Ok(views::security_group(g, rules)?)
 }
 
@@ -154,7 +165,9 @@ pub async fn sg_get(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
 ) -> ApiResult<Json<SecurityGroup>> {
-    Ok(Json(sg_view(&app, app.sg_lookup(&caller, &id).await?).await?))
+    Ok(Json(
+        sg_view(&app, app.sg_lookup(&caller, &id).await?).await?,
+    ))
 }
 
 pub async fn sg_replace_rules(

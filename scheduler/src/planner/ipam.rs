@@ -72,9 +72,8 @@ pub(super) async fn assign(app: &App, items: Vec<Item>) -> Vec<Item> {
                 continue;
             }
         };
-        if !pools.contains_key(&subnet) {
-            let loaded = load(app, subnet).await.map_err(|e| e.to_string());
-            pools.insert(subnet, loaded);
+        if let std::collections::hash_map::Entry::Vacant(slot) = pools.entry(subnet) {
+            slot.insert(load(app, subnet).await.map_err(|e| e.to_string()));
         }
         match pick(pools.get_mut(&subnet), requested_ip.as_deref()) {
             Err(e) => it.answer(Err(e)),
@@ -93,7 +92,10 @@ pub(super) async fn assign(app: &App, items: Vec<Item>) -> Vec<Item> {
 
 /// The address for one request: the requested one if free, else the lowest free one; marks
 /// it used.
-fn pick(pool: Option<&mut Result<Pool, String>>, requested: Option<&str>) -> Result<Ipv4Addr, Error> {
+fn pick(
+    pool: Option<&mut Result<Pool, String>>,
+    requested: Option<&str>,
+) -> Result<Ipv4Addr, Error> {
     let pool = match pool {
         Some(Ok(p)) => p,
         Some(Err(msg)) => {

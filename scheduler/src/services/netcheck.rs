@@ -40,7 +40,12 @@ pub fn vpc_cidr(s: &str) -> Result<Ipv4Net> {
         )));
     }
     let a = net.network();
-    if a.is_loopback() || a.is_multicast() || a.is_link_local() || a.is_unspecified() || a.is_broadcast() {
+    if a.is_loopback()
+        || a.is_multicast()
+        || a.is_link_local()
+        || a.is_unspecified()
+        || a.is_broadcast()
+    {
         return Err(Error::Invalid(format!(
             "cidr: {net} is a reserved range; use a private range such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
         )));
@@ -85,9 +90,10 @@ pub fn usable(net: Ipv4Net, ip: Ipv4Addr) -> bool {
 
 /// A requested `private_ip` for `net`.
 pub fn private_ip(s: &str, net: Ipv4Net) -> Result<Ipv4Addr> {
-    let ip: Ipv4Addr = s.trim().parse().map_err(|_| {
-        Error::Invalid(format!("private_ip: {s:?} is not an IPv4 address"))
-    })?;
+    let ip: Ipv4Addr = s
+        .trim()
+        .parse()
+        .map_err(|_| Error::Invalid(format!("private_ip: {s:?} is not an IPv4 address")))?;
     if !net.contains(&ip) {
         return Err(Error::Invalid(format!(
             "private_ip: {ip} is outside the subnet {net}"
@@ -106,7 +112,9 @@ pub fn private_ip(s: &str, net: Ipv4Net) -> Result<Ipv4Addr> {
 pub fn lowest_free(net: Ipv4Net, used: &std::collections::HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
     let first = u32::from(net.network()) + 2;
     let last = u32::from(net.broadcast()).checked_sub(1)?;
-    (first..=last).map(Ipv4Addr::from).find(|ip| !used.contains(ip))
+    (first..=last)
+        .map(Ipv4Addr::from)
+        .find(|ip| !used.contains(ip))
 }
 
 /// The MAC of an instance port: locally administered `02:7c` + the IPv4 address, so an
@@ -178,7 +186,12 @@ mod tests {
         assert!(e.contains("did you mean 10.10.0.0/16"), "{e}");
         assert!(vpc_cidr("10.10.0.0").is_err());
         assert!(vpc_cidr("banana").is_err());
-        assert!(vpc_cidr("10.0.0.0/30").unwrap_err().to_string().contains("/28"));
+        assert!(
+            vpc_cidr("10.0.0.0/30")
+                .unwrap_err()
+                .to_string()
+                .contains("/28")
+        );
         assert!(vpc_cidr("127.0.0.0/8").is_err());
     }
 
@@ -187,10 +200,17 @@ mod tests {
         let vpc = net("10.10.0.0/16");
         let others = vec![("a".to_string(), net("10.10.1.0/24"))];
         assert!(subnet_cidr("10.10.2.0/24", vpc, &others).is_ok());
-        let e = subnet_cidr("10.10.1.128/25", vpc, &others).unwrap_err().to_string();
+        let e = subnet_cidr("10.10.1.128/25", vpc, &others)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("overlaps subnet \"a\""), "{e}");
         assert!(subnet_cidr("10.10.0.0/23", vpc, &others).is_err());
-        assert!(subnet_cidr("10.11.0.0/24", vpc, &others).unwrap_err().to_string().contains("not inside"));
+        assert!(
+            subnet_cidr("10.11.0.0/24", vpc, &others)
+                .unwrap_err()
+                .to_string()
+                .contains("not inside")
+        );
         assert!(subnet_cidr("10.10.9.0/30", vpc, &others).is_err());
     }
 
@@ -205,10 +225,23 @@ mod tests {
             got.push(ip.octets()[3]);
         }
         assert_eq!(got, vec![2, 3, 4, 5, 6]);
-        assert!(private_ip("10.10.1.1", n).unwrap_err().to_string().contains("reserved"));
+        assert!(
+            private_ip("10.10.1.1", n)
+                .unwrap_err()
+                .to_string()
+                .contains("reserved")
+        );
         assert!(private_ip("10.10.1.7", n).is_err());
-        assert!(private_ip("10.10.2.3", n).unwrap_err().to_string().contains("outside"));
-        assert_eq!(private_ip("10.10.1.3", n).unwrap(), Ipv4Addr::new(10, 10, 1, 3));
+        assert!(
+            private_ip("10.10.2.3", n)
+                .unwrap_err()
+                .to_string()
+                .contains("outside")
+        );
+        assert_eq!(
+            private_ip("10.10.1.3", n).unwrap(),
+            Ipv4Addr::new(10, 10, 1, 3)
+        );
         assert_eq!(mac_for(Ipv4Addr::new(10, 10, 1, 5)), "02:7c:0a:0a:01:05");
     }
 
@@ -223,15 +256,41 @@ mod tests {
             source_group: None,
         };
         assert_eq!(rule(0, &base).unwrap(), (22, 22));
-        let both = SecurityGroupRule { source_group: Some("web".into()), ..base.clone() };
+        let both = SecurityGroupRule {
+            source_group: Some("web".into()),
+            ..base.clone()
+        };
         assert!(rule(0, &both).is_err());
-        let icmp_ports = SecurityGroupRule { protocol: Protocol::Icmp, ..base.clone() };
-        assert!(rule(3, &icmp_ports).unwrap_err().to_string().starts_with("rules[3]"));
-        let backwards = SecurityGroupRule { port_min: Some(90), port_max: Some(80), ..base.clone() };
+        let icmp_ports = SecurityGroupRule {
+            protocol: Protocol::Icmp,
+            ..base.clone()
+        };
+        assert!(
+            rule(3, &icmp_ports)
+                .unwrap_err()
+                .to_string()
+                .starts_with("rules[3]")
+        );
+        let backwards = SecurityGroupRule {
+            port_min: Some(90),
+            port_max: Some(80),
+            ..base.clone()
+        };
         assert!(rule(0, &backwards).is_err());
-        let all = SecurityGroupRule { port_min: None, ..base.clone() };
+        let all = SecurityGroupRule {
+            port_min: None,
+            ..base.clone()
+        };
         assert_eq!(rule(0, &all).unwrap(), (0, 0));
-        let bad_cidr = SecurityGroupRule { cidr: Some("10.0.0.1/8".into()), ..base };
-        assert!(rule(0, &bad_cidr).unwrap_err().to_string().contains("rules[0].cidr"));
+        let bad_cidr = SecurityGroupRule {
+            cidr: Some("10.0.0.1/8".into()),
+            ..base
+        };
+        assert!(
+            rule(0, &bad_cidr)
+                .unwrap_err()
+                .to_string()
+                .contains("rules[0].cidr")
+        );
     }
 }

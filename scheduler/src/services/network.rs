@@ -161,7 +161,9 @@ impl App {
         let raw = req.cidr.clone();
         let check = move |others: &[(String, String)]| -> std::result::Result<(), String> {
             if others.iter().any(|(n, _)| *n == name) {
-                return Err(format!("name: a subnet named {name:?} already exists in this VPC"));
+                return Err(format!(
+                    "name: a subnet named {name:?} already exists in this VPC"
+                ));
             }
             let parsed: Vec<(String, ipnet::Ipv4Net)> = others
                 .iter()
@@ -184,7 +186,10 @@ impl App {
 
     pub async fn subnet_list(&self, caller: &Caller, vpc: &str) -> Result<Vec<SubnetRecord>> {
         let vpc = self.vpc_lookup(caller, vpc).await?;
-        Ok(self.store.subnet_list(caller.project, VpcId(vpc.id)).await?)
+        Ok(self
+            .store
+            .subnet_list(caller.project, VpcId(vpc.id))
+            .await?)
     }
 
     pub async fn subnet_lookup(
@@ -225,7 +230,11 @@ impl App {
 
     // ------------------------------------------------------------------ security groups
 
-    pub async fn sg_lookup(&self, caller: &Caller, id_or_name: &str) -> Result<SecurityGroupRecord> {
+    pub async fn sg_lookup(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+    ) -> Result<SecurityGroupRecord> {
         let found = match id_or_name.parse::<SecurityGroupId>() {
             Ok(id) => self.store.sg_get(caller.project, id).await,
             Err(_) => self.store.sg_get_by_name(caller.project, id_or_name).await,
@@ -285,9 +294,7 @@ impl App {
     ) -> Result<SecurityGroupRecord> {
         validate::name("name", &req.name)?;
         if req.description.len() > 1024 {
-            return Err(Error::Invalid(
-                "description: at most 1024 bytes".into(),
-            ));
+            return Err(Error::Invalid("description: at most 1024 bytes".into()));
         }
         let id = SecurityGroupId::new().0;
         let rules = self.sg_rules(caller, &req.rules, (&req.name, id)).await?;

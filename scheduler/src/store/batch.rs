@@ -118,7 +118,10 @@ impl Store {
         for s in subnets {
             self.bump_subnet_dependents(s).await?;
         }
-        Ok(deleted.into_iter().map(|(id, node, _)| (id, node)).collect())
+        Ok(deleted
+            .into_iter()
+            .map(|(id, node, _)| (id, node))
+            .collect())
     }
 
     /// Records the generations agents report as applied (never backwards), in node order.

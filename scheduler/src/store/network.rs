@@ -70,14 +70,32 @@ macro_rules! bump_network_dependents {
         if !vpcs.is_empty() || !groups.is_empty() {
             let ph = |first: usize, n: usize| -> String {
                 (first..first + n)
-                    .map(|i| if $pg { format!("${i}") } else { "?".to_string() })
+                    .map(|i| {
+                        if $pg {
+                            format!("${i}")
+                        } else {
+                            "?".to_string()
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(",")
             };
             // Empty lists become a never-matching NULL.
-            let v = if vpcs.is_empty() { "NULL".to_string() } else { ph(1, vpcs.len()) };
-            let g1 = if groups.is_empty() { "NULL".to_string() } else { ph(1 + vpcs.len(), groups.len()) };
-            let g2 = if groups.is_empty() { "NULL".to_string() } else { ph(1 + vpcs.len() + groups.len(), groups.len()) };
+            let v = if vpcs.is_empty() {
+                "NULL".to_string()
+            } else {
+                ph(1, vpcs.len())
+            };
+            let g1 = if groups.is_empty() {
+                "NULL".to_string()
+            } else {
+                ph(1 + vpcs.len(), groups.len())
+            };
+            let g2 = if groups.is_empty() {
+                "NULL".to_string()
+            } else {
+                ph(1 + vpcs.len() + groups.len(), groups.len())
+            };
             // The SQL holds only placeholders; every value is bound.
             let sql = format!(
                 "UPDATE nodes SET generation = generation + 1 WHERE id IN (
@@ -179,7 +197,12 @@ impl Store {
         .await?))
     }
 
-    pub async fn vpc_list(&self, project: ProjectId, after: Option<VpcId>, limit: u32) -> StoreResult<Vec<VpcRecord>> {
+    pub async fn vpc_list(
+        &self,
+        project: ProjectId,
+        after: Option<VpcId>,
+        limit: u32,
+    ) -> StoreResult<Vec<VpcRecord>> {
         on_pool!(self, p => Ok(sqlx::query_as(
             "SELECT id, project_id, name, cidr, vni, created_at FROM vpcs
              WHERE project_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
@@ -264,7 +287,11 @@ impl Store {
         })
     }
 
-    pub async fn subnet_list(&self, project: ProjectId, vpc: VpcId) -> StoreResult<Vec<SubnetRecord>> {
+    pub async fn subnet_list(
+        &self,
+        project: ProjectId,
+        vpc: VpcId,
+    ) -> StoreResult<Vec<SubnetRecord>> {
         on_pool!(self, p => Ok(sqlx::query_as(
             "SELECT id, project_id, vpc_id, name, cidr, gateway, nat_egress, created_at FROM subnets
              WHERE project_id = $1 AND vpc_id = $2 ORDER BY id",
@@ -286,7 +313,12 @@ impl Store {
         .await?))
     }
 
-    pub async fn subnet_get_by_name(&self, project: ProjectId, vpc: VpcId, name: &str) -> StoreResult<SubnetRecord> {
+    pub async fn subnet_get_by_name(
+        &self,
+        project: ProjectId,
+        vpc: VpcId,
+        name: &str,
+    ) -> StoreResult<SubnetRecord> {
         on_pool!(self, p => Ok(sqlx::query_as(
             "SELECT id, project_id, vpc_id, name, cidr, gateway, nat_egress, created_at FROM subnets
              WHERE project_id = $1 AND vpc_id = $2 AND name = $3",
@@ -373,7 +405,11 @@ impl Store {
 
     /// Replaces every rule of a group in one transaction, and wakes the nodes that enforce
     /// or reference it.
-    pub async fn sg_replace_rules(&self, group: SecurityGroupId, rules: &[NewRule]) -> StoreResult<()> {
+    pub async fn sg_replace_rules(
+        &self,
+        group: SecurityGroupId,
+        rules: &[NewRule],
+    ) -> StoreResult<()> {
         let now = Utc::now();
         let pg = self.is_postgres();
         let woken = in_tx!(self, tx => {
@@ -404,7 +440,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn sg_get(&self, project: ProjectId, id: SecurityGroupId) -> StoreResult<SecurityGroupRecord> {
+    pub async fn sg_get(
+        &self,
+        project: ProjectId,
+        id: SecurityGroupId,
+    ) -> StoreResult<SecurityGroupRecord> {
         on_pool!(self, p => Ok(sqlx::query_as(
             "SELECT id, project_id, name, description, created_at FROM security_groups WHERE project_id = $1 AND id = $2",
         )
@@ -414,7 +454,11 @@ impl Store {
         .await?))
     }
 
-    pub async fn sg_get_by_name(&self, project: ProjectId, name: &str) -> StoreResult<SecurityGroupRecord> {
+    pub async fn sg_get_by_name(
+        &self,
+        project: ProjectId,
+        name: &str,
+    ) -> StoreResult<SecurityGroupRecord> {
         on_pool!(self, p => Ok(sqlx::query_as(
             "SELECT id, project_id, name, description, created_at FROM security_groups WHERE project_id = $1 AND name = $2",
         )
@@ -424,7 +468,12 @@ impl Store {
         .await?))
     }
 
-    pub async fn sg_list(&self, project: ProjectId, after: Option<SecurityGroupId>, limit: u32) -> StoreResult<Vec<SecurityGroupRecord>> {
+    pub async fn sg_list(
+        &self,
+        project: ProjectId,
+        after: Option<SecurityGroupId>,
+        limit: u32,
+    ) -> StoreResult<Vec<SecurityGroupRecord>> {
         on_pool!(self, p => Ok(sqlx::query_as(
             "SELECT id, project_id, name, description, created_at FROM security_groups
              WHERE project_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
@@ -509,7 +558,12 @@ impl Store {
     }
 
     /// Adds or removes a group on an instance's port, waking every node that depends on it.
-    pub async fn instance_set_group(&self, instance: Uuid, group: SecurityGroupId, attached: bool) -> StoreResult<bool> {
+    pub async fn instance_set_group(
+        &self,
+        instance: Uuid,
+        group: SecurityGroupId,
+        attached: bool,
+    ) -> StoreResult<bool> {
         let pg = self.is_postgres();
         let (changed, woken) = in_tx!(self, tx => {
             // The instance's own node first (lock order: node, then instance rows).
