@@ -46,7 +46,6 @@ impl NetState {
 
     /// Converges VPCs and ports toward `desired`, given the containers as they are now.
     pub(super) async fn converge(&mut self, desired: &DesiredState, actual: &[ContainerInfo]) {
-        let wants_network = desired.instances.iter().any(|s| s.network.is_some());
         self.errors.clear();
         let Some(backend) = self.backend.clone() else {
             for s in desired.instances.iter().filter(|s| s.network.is_some()) {
@@ -58,9 +57,9 @@ impl NetState {
             }
             return;
         };
-        if !wants_network && desired.vpcs.is_empty() && self.synced.is_none() {
-            return; // nothing was ever built here
-        }
+        // Also with no VPC wanted: the first pass after a restart removes what an earlier
+        // run left behind (instances deleted while the agent was down); later passes are
+        // no-ops until the list changes or RESYNC_EVERY passes.
         self.sync_vpcs(backend.as_ref(), &desired.vpcs).await;
 
         let running: HashMap<&str, &ContainerInfo> = actual

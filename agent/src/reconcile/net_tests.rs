@@ -203,3 +203,22 @@ async fn removing_the_instance_unplugs_it_and_tears_the_vpc_down() {
     assert!(f.net.vpcs().is_empty());
     assert!(f.rt.container_of("a").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_agent_removes_vpcs_left_from_before() {
+    let mut f = Fixture::new(FakeNetwork::new());
+    f.apply(doc(1, vec![networked("a", 2)], vec![vpc()])).await;
+    // The agent restarts (new reconciler, same host state); meanwhile the instance was
+    // deleted, so the first document has nothing in a VPC.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = Reconciler::new(NODE, f.rt.clone(), dir.path(), ReconcilerConfig::default())
+        .unwrap()
+        .with_network(Arc::new(f.net.clone()));
+    rec.set_desired(doc(5, vec![], vec![]));
+    rec.reconcile_once().await.unwrap().unwrap();
+    assert!(
+        f.net.vpcs().is_empty(),
+        "leftover VPC removed: {:?}",
+        f.net.vpcs()
+    );
+}
