@@ -120,6 +120,8 @@ async fn vpc_agent(c: &Cluster, name: &str, host: u8) -> cloud_agent::AgentHandl
             host_netns: Some(format!("/run/netns/veh{host}").into()),
         });
     let mut cfg = c.agent_config(name);
+    // Drift (a deleted port, a missing FDB entry) is repaired within a second here.
+    cfg.reconciler.network_resync = Duration::from_secs(1);
     cfg.capacity_override.cpu_millis = Some(4000);
     cfg.capacity_override.memory_mb = Some(4096);
     cfg.network = Some(cloud_agent::config::NodeNetwork {
@@ -143,6 +145,47 @@ fn ping_from(container: &str, ip: &str) -> bool {
     .success()
 }
 
+/// A TCP exchange from inside a container with busybox httpd on `ip:port`.
+fn http_from(container: &str, ip: &str, port: u16) -> bool {
+    let script = format!("printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} {port}");
+    let out = sh(&["docker", "exec", container, "sh", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout).contains("200 OK")
+}
+
+fn tcp_from(cidr: &str, port: u16) -> SecurityGroupRule {
+    SecurityGroupRule {
+        direction: Direction::Ingress,
+        protocol: Protocol::Tcp,
+        port_min: Some(port),
+        port_max: Some(port),
+        cidr: Some(cidr.into()),
+        source_group: None,
+    }
+}
+
+fn host_of(i: &cloud_api::Instance) -> u8 {
+    if i.node_name.as_deref() == Some("vpc-h1") {
+        1
+    } else {
+        2
+    }
+}
+
+fn port_of(i: &cloud_api::Instance) -> String {
+    cloud_agent::network::port_name(&i.id.to_string())
+}
+
+fn link_index(ns: &str, dev: &str) -> Option<String> {
+    let out = sh(&["ip", "-n", ns, "-o", "link", "show", dev]);
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    })
+}
+
 fn icmp_from(cidr: &str) -> SecurityGroupRule {
     SecurityGroupRule {
         direction: Direction::Ingress,
@@ -154,7 +197,9 @@ fn icmp_from(cidr: &str) -> SecurityGroupRule {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the checks below shell out (docker exec, ip, bridge) and block their
+// thread for up to seconds; the scheduler and agents in this process must keep running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     if !docker_available().await || !netns_usable() {
         return;
@@ -166,7 +211,7 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     let _cleanup = Cleanup(vec![a1.node_id().to_string(), a2.node_id().to_string()]);
     let client = c.client();
 
-    client
+    let blue_vpc = client
         .vpc_create(&CreateVpcRequest {
             name: "blue".into(),
             cidr: "10.77.0.0/16".into(),
@@ -206,7 +251,7 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
         .sg_create(&CreateSecurityGroupRequest {
             name: "ping".into(),
             description: String::new(),
-            rules: vec![icmp_from("10.77.0.0/16")],
+            rules: vec![icmp_from("10.77.0.0/16"), tcp_from("10.77.0.0/16", 80)],
         })
         .await
         .unwrap();
@@ -219,7 +264,15 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
             name: "pair".into(),
             policy: GroupPolicy::Spread,
         }),
-        ..busybox(name, &["sleep", "100000"])
+        // Web servers on 80 and 22 (busybox httpd daemonizes), then wait.
+        ..busybox(
+            name,
+            &[
+                "sh",
+                "-c",
+                "httpd -p 80 -h /etc; httpd -p 22 -h /etc; exec sleep 100000",
+            ],
+        )
     };
     // Time from the create request to `running`, which for a VPC instance means its port is
     // up (the agent reports running only after the attach).
@@ -256,6 +309,81 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     reach.await;
     assert!(ping_from(&cb, &ip_a), "b reaches a");
     assert!(ping_from(&ca, "10.77.1.1"), "a reaches its gateway");
+
+    // Security group on live instances: port 80 allowed, 22 refused; removing the rule takes
+    // effect within one reconcile.
+    assert!(http_from(&ca, &ip_b, 80), "tcp/80 allowed a -> b");
+    assert!(!http_from(&ca, &ip_b, 22), "tcp/22 refused a -> b");
+    client
+        .sg_replace_rules(
+            "ping",
+            &cloud_api::ReplaceRulesRequest {
+                rules: vec![icmp_from("10.77.0.0/16")],
+            },
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "tcp/80 closed after the rule went",
+        Duration::from_secs(10),
+        || {
+            let (ca, ip_b) = (ca.clone(), ip_b.clone());
+            async move { (!http_from(&ca, &ip_b, 80)).then_some(()) }
+        },
+    )
+    .await;
+    assert!(ping_from(&ca, &ip_b), "icmp still allowed");
+
+    // Drift: b's port deleted behind the agent's back, and a's node loses b's FDB entry.
+    let (hb, ha) = (host_of(&b), host_of(&a));
+    let ns_b = format!("{TP}{hb}v{}", blue_vpc.vni);
+    let ns_a = format!("{TP}{ha}v{}", blue_vpc.vni);
+    must(&["ip", "-n", &ns_b, "link", "del", &port_of(&b)]);
+    let mac_b = b.mac.clone().unwrap();
+    let _ = sh(&[
+        "bridge", "-n", &ns_a, "fdb", "del", &mac_b, "dev", "vx0", "master",
+    ]);
+    let _ = sh(&["bridge", "-n", &ns_a, "fdb", "del", &mac_b, "dev", "vx0"]);
+    wait_for(
+        "b's port plugged again and reachable",
+        Duration::from_secs(15),
+        || {
+            let (ca, ip_b) = (ca.clone(), ip_b.clone());
+            async move { ping_from(&ca, &ip_b).then_some(()) }
+        },
+    )
+    .await;
+    wait_for(
+        "b's FDB entry restored on a's node",
+        Duration::from_secs(15),
+        || {
+            let ns_a = ns_a.clone();
+            let mac_b = mac_b.clone();
+            async move {
+                let fdb = String::from_utf8_lossy(
+                    &sh(&["bridge", "-n", &ns_a, "fdb", "show", "dev", "vx0"]).stdout,
+                )
+                .into_owned();
+                fdb.contains(&mac_b).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Agent restart (a crash): traffic keeps flowing while it is gone, and the restarted agent
+    // re-adopts b's port without recreating it.
+    let port_before = link_index(&ns_b, &port_of(&b)).expect("b's port exists");
+    let (crashed, kept) = if hb == 1 { (a1, a2) } else { (a2, a1) };
+    crashed.abort();
+    assert!(ping_from(&ca, &ip_b), "traffic flows with b's agent down");
+    let restarted = vpc_agent(&c, if hb == 1 { "vpc-h1" } else { "vpc-h2" }, hb).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(ping_from(&ca, &ip_b), "traffic flows after the restart");
+    assert_eq!(
+        link_index(&ns_b, &port_of(&b)),
+        Some(port_before),
+        "port kept, not recreated"
+    );
 
     // Default deny: c has no group, so nobody may ping it; giving it the group opens it.
     let cc = client
@@ -306,7 +434,7 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     for n in ["a", "b", "c", "d"] {
         c.wait_instance_gone(n).await;
     }
-    // The hosts tore their VPCs down.
+    // The hosts tore their VPCs down: no namespaces, uplinks or nft tables of ours left.
     wait_for(
         "VPC namespaces removed",
         Duration::from_secs(15),
@@ -322,6 +450,22 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
         },
     )
     .await;
-    a1.abort();
-    a2.abort();
+    for host in ["veh1", "veh2"] {
+        let tables = String::from_utf8_lossy(
+            &sh(&["ip", "netns", "exec", host, "nft", "list", "tables"]).stdout,
+        )
+        .into_owned();
+        assert!(
+            !tables.contains("ve1") && !tables.contains("ve2"),
+            "{host}: {tables}"
+        );
+        let links =
+            String::from_utf8_lossy(&sh(&["ip", "-n", host, "-o", "link"]).stdout).into_owned();
+        assert!(
+            !links.contains("ve1u") && !links.contains("ve2u"),
+            "{host}: {links}"
+        );
+    }
+    kept.abort();
+    restarted.abort();
 }

@@ -57,6 +57,9 @@ pub struct ReconcilerConfig {
     pub stop_grace: Duration,
     /// Actions run in parallel within one pass.
     pub concurrency: usize,
+    /// How often the VPC data plane is re-checked even when nothing changed: VPCs re-synced
+    /// (missing FDB entries, routes, rules restored) and ports that vanished re-plugged.
+    pub network_resync: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -67,6 +70,7 @@ impl Default for ReconcilerConfig {
             pull_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
             concurrency: 8,
+            network_resync: Duration::from_secs(30),
         }
     }
 }
@@ -104,6 +108,7 @@ impl Reconciler {
         let path = data_dir.join(STATE_FILE);
         let acted =
             ActedStore::load(&path).map_err(|source| ReconcileError::StateFile { path, source })?;
+        let resync = config.network_resync;
         Ok(Self {
             node_id: node_id.to_owned(),
             runtime,
@@ -113,14 +118,14 @@ impl Reconciler {
             exit_notes: HashMap::new(),
             desired: None,
             last_error: None,
-            net: net::NetState::new(None),
+            net: net::NetState::new(None, resync),
         })
     }
 
     /// Gives the reconciler this node's VPC data plane (without one, instances with a VPC
     /// port fail with a clear reason).
     pub fn with_network(mut self, backend: Arc<dyn crate::network::NetworkBackend>) -> Self {
-        self.net = net::NetState::new(Some(backend));
+        self.net = net::NetState::new(Some(backend), self.config.network_resync);
         self
     }
 

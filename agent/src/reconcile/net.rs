@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// VPCs are re-synced at least this often even when unchanged (repairs drift).
-const RESYNC_EVERY: Duration = Duration::from_secs(60);
-
 /// One plugged port: which run of which container has which attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Plugged {
@@ -26,6 +23,8 @@ struct Plugged {
 /// Network memory of the reconciler.
 pub(super) struct NetState {
     backend: Option<Arc<dyn NetworkBackend>>,
+    /// Re-check period when nothing changed (drift repair).
+    resync: Duration,
     synced: Option<(Vec<VpcSpec>, Instant)>,
     vpc_error: Option<String>,
     plugged: HashMap<String, Plugged>,
@@ -34,9 +33,10 @@ pub(super) struct NetState {
 }
 
 impl NetState {
-    pub(super) fn new(backend: Option<Arc<dyn NetworkBackend>>) -> Self {
+    pub(super) fn new(backend: Option<Arc<dyn NetworkBackend>>, resync: Duration) -> Self {
         Self {
             backend,
+            resync,
             synced: None,
             vpc_error: None,
             plugged: HashMap::new(),
@@ -59,14 +59,17 @@ impl NetState {
         };
         // Also with no VPC wanted: the first pass after a restart removes what an earlier
         // run left behind (instances deleted while the agent was down); later passes are
-        // no-ops until the list changes or RESYNC_EVERY passes.
-        self.sync_vpcs(backend.as_ref(), &desired.vpcs).await;
+        // no-ops until the list changes or `resync` passes.
+        let resynced = self.sync_vpcs(backend.as_ref(), &desired.vpcs).await;
 
         let running: HashMap<&str, &ContainerInfo> = actual
             .iter()
             .filter(|c| c.status == ContainerStatus::Running && c.pid > 0)
             .filter_map(|c| Some((c.label(labels::INSTANCE_ID)?, c)))
             .collect();
+        if resynced {
+            self.forget_vanished_ports(backend.as_ref(), &running).await;
+        }
         // Unplug what is no longer wanted or no longer runs.
         let stale: Vec<String> = self
             .plugged
@@ -129,13 +132,15 @@ impl NetState {
         }
     }
 
-    async fn sync_vpcs(&mut self, backend: &dyn NetworkBackend, vpcs: &[VpcSpec]) {
+    /// Syncs the VPCs when they changed, failed last time, or `resync` passed; true when a
+    /// sync ran and succeeded.
+    async fn sync_vpcs(&mut self, backend: &dyn NetworkBackend, vpcs: &[VpcSpec]) -> bool {
         let fresh = self
             .synced
             .as_ref()
-            .is_some_and(|(v, at)| v == vpcs && at.elapsed() < RESYNC_EVERY);
+            .is_some_and(|(v, at)| v == vpcs && at.elapsed() < self.resync);
         if fresh && self.vpc_error.is_none() {
-            return;
+            return false;
         }
         match backend.sync_vpcs(vpcs).await {
             Ok(()) => {
@@ -143,6 +148,7 @@ impl NetState {
                     tracing::info!("VPC networking converged again");
                 }
                 self.synced = Some((vpcs.to_vec(), Instant::now()));
+                true
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -151,8 +157,37 @@ impl NetState {
                 }
                 self.vpc_error = Some(msg);
                 self.synced = None;
+                false
             }
         }
+    }
+
+    /// Forgets plugged ports the host no longer has (a deleted veth), so they are plugged
+    /// again in this pass. A port of a container that still runs the same process is drift.
+    async fn forget_vanished_ports(
+        &mut self,
+        backend: &dyn NetworkBackend,
+        running: &HashMap<&str, &ContainerInfo>,
+    ) {
+        let ports = match backend.ports().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list VPC ports");
+                return;
+            }
+        };
+        self.plugged.retain(|id, p| {
+            if ports.iter().any(|port| port.instance_id == *id) {
+                return true;
+            }
+            let same_run = running
+                .get(id.as_str())
+                .is_some_and(|c| c.id == p.container_id && c.pid == p.pid);
+            if same_run {
+                tracing::warn!(instance_id = %id, "an instance's VPC port vanished; plugging it again");
+            }
+            false
+        });
     }
 
     /// An instance with a port reports `running` only once the port is up; until then it is
