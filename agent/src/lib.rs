@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod runtime;
 mod session;
 pub mod sim;
+pub mod storage;
 pub mod telemetry;
 pub mod tls;
 

@@ -484,8 +484,10 @@ async fn vpcs_are_isolated_on_one_host_and_across_hosts() {
     );
     // Not through the uplinks either: B's transit address from A is dropped by the host.
     let b_transit = "100.64.1.154"; // 100.64.0.0 + 4*102 + 2
+    let sw = format!("{}sw", lab.tp);
+    must(&["ip", "-n", &sw, "addr", "add", "172.31.0.200/24", "dev", "br0"]);
     assert!(
-        ping(&b1.ns, "172.31.0.2", 2),
+        ping(&b1.ns, "172.31.0.200", 2),
         "sanity: B's NAT egress works"
     );
     assert!(
@@ -826,23 +828,35 @@ async fn nat_egress_only_for_subnets_that_have_it() {
     sync(&lab, &[1], &[v]).await;
     en.attach(&lab).await.unwrap();
     ep.attach(&lab).await.unwrap();
-    // 172.31.0.2 (host 2's underlay) is reachable only from host 1's namespace.
+    // "The outside world": an address on the underlay switch that is no node (172.31.0.200).
+    // Host 2 is a peer of the VPC, so its underlay address must stay out of reach.
+    must(&["ip", "-n", "ngsw", "addr", "add", "172.31.0.200/24", "dev", "br0"]);
     assert!(
-        ping(&en.ns, "172.31.0.2", 3),
+        ping(&en.ns, "172.31.0.200", 3),
         "NAT egress from a nat_egress subnet"
     );
     assert!(
-        !ping(&ep.ns, "172.31.0.2", 1),
+        !ping(&ep.ns, "172.31.0.200", 1),
         "no egress without nat_egress"
+    );
+    assert!(
+        !ping(&en.ns, "172.31.0.2", 1),
+        "a peer node's underlay endpoint is closed to instances"
     );
     assert!(
         !ping(&en.ns, "172.31.0.1", 1),
         "the host's own services stay closed"
     );
-    let stop = echo_server(&lab.host(2).ns, 7070);
+    let stop = echo_server("ngsw", 7070);
     assert!(
-        tcp_echo(&en.ns, Ipv4Addr::new(172, 31, 0, 2), 7070),
+        tcp_echo(&en.ns, Ipv4Addr::new(172, 31, 0, 200), 7070),
         "TCP through NAT"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let stop = echo_server(&lab.host(2).ns, 7071);
+    assert!(
+        !tcp_echo(&en.ns, Ipv4Addr::new(172, 31, 0, 2), 7071),
+        "no TCP to a peer node's underlay"
     );
     stop.store(true, Ordering::Relaxed);
     let hns = &lab.host(1).ns;

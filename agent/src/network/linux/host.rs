@@ -6,6 +6,7 @@
 use super::netns::{self, NsWorker};
 use super::{LinuxNetwork, firewall};
 use crate::network::NetworkError;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// The transit range of the uplinks (RFC 6598 shared address space).
@@ -17,13 +18,14 @@ impl LinuxNetwork {
         &self,
         host: &Arc<NsWorker>,
         present: bool,
+        protected: Vec<Ipv4Addr>,
     ) -> Result<(), NetworkError> {
         let prefix = self.config.prefix.clone();
         let label = host.label().to_owned();
         host.run(move |_h| async move {
             if present {
                 netns::write_sysctl("net.ipv4.ip_forward", "1", &label)?;
-                firewall::apply(&host_ruleset(&prefix), &label)?;
+                firewall::apply(&host_ruleset(&prefix, &protected), &label)?;
             } else {
                 firewall::apply(&host_cleanup(&prefix), &label)?;
             }
@@ -55,9 +57,19 @@ fn docker_user(prefix: &str, present: bool, ns: &str) -> Result<(), NetworkError
     Ok(())
 }
 
-/// Host rules (rebuilt atomically on every sync while the host has VPCs).
-pub(crate) fn host_ruleset(prefix: &str) -> String {
+/// Host rules (rebuilt atomically on every sync while the host has VPCs). Traffic from the
+/// uplinks may go out to the world, but never to another uplink, to the host itself, to the
+/// `protected` addresses (this node's and its peers' underlay endpoints), to Docker's bridges
+/// (other workloads of this host), or as VXLAN anywhere; containers on Docker's bridges may
+/// not send VXLAN either. Together this keeps tenants from injecting frames into VPCs.
+pub(crate) fn host_ruleset(prefix: &str, protected: &[Ipv4Addr]) -> String {
     let up = format!("\"{prefix}u*\"");
+    let to_protected = if protected.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = protected.iter().map(Ipv4Addr::to_string).collect();
+        format!("iifname {up} ip daddr {{ {} }} drop\n    ", list.join(", "))
+    };
     format!(
         "add table inet {prefix}_host
 delete table inet {prefix}_host
@@ -68,6 +80,10 @@ table inet {prefix}_host {{
   }}
   chain forward {{ type filter hook forward priority 0; policy accept;
     iifname {up} oifname {up} drop
+    iifname {up} udp dport 4789 drop
+    iifname {{ \"docker0\", \"br-*\" }} udp dport 4789 drop
+    {to_protected}iifname {up} oifname \"docker0\" drop
+    iifname {up} oifname \"br-*\" drop
     iifname {up} accept
     oifname {up} ct state established,related accept
     oifname {up} drop
@@ -116,7 +132,10 @@ mod tests {
 
     #[test]
     fn host_rules_are_prefixed() {
-        let s = host_ruleset("ab");
+        let s = host_ruleset("ab", &[Ipv4Addr::new(172, 31, 0, 2)]);
+        assert!(s.contains("iifname \"abu*\" ip daddr { 172.31.0.2 } drop"), "{s}");
+        assert!(s.contains("iifname \"abu*\" udp dport 4789 drop"), "{s}");
+        assert!(!host_ruleset("ab", &[]).contains("ip daddr {"));
         assert!(s.contains("iifname \"abu*\" oifname \"abu*\" drop"));
         assert!(s.contains("ip saddr 100.64.0.0/10 oifname != \"abu*\" masquerade"));
         assert!(host_cleanup("ab").contains("delete table ip ab_nat"));

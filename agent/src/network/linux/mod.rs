@@ -373,7 +373,15 @@ impl NetworkBackend for LinuxNetwork {
         let _guard = self.sync_lock.lock().await;
         let host = self.host().await?;
         if !vpcs.is_empty() {
-            self.host_rules(&host, true).await?;
+            // Instances must never reach the underlay endpoints of this or any peer node.
+            let mut protected: Vec<std::net::Ipv4Addr> = vpcs
+                .iter()
+                .flat_map(|v| v.peers.iter().copied())
+                .chain(std::iter::once(self.config.underlay_ip))
+                .collect();
+            protected.sort();
+            protected.dedup();
+            self.host_rules(&host, true, protected).await?;
         }
         for vpc in vpcs {
             self.ensure_vpc(&host, vpc).await?;
@@ -385,7 +393,7 @@ impl NetworkBackend for LinuxNetwork {
             }
         }
         if vpcs.is_empty() {
-            self.host_rules(&host, false).await?;
+            self.host_rules(&host, false, Vec::new()).await?;
         }
         Ok(())
     }
