@@ -19,7 +19,7 @@ source "$SCRIPT_DIR/lib.sh"
 
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config postgresql iproute2
-  ca-certificates gcc libc6-dev iputils-ping iperf3)
+  ca-certificates gcc libc6-dev iputils-ping iperf3 lvm2 e2fsprogs)
 PG_ROLE=thecloud
 PG_PASSWORD=thecloud
 PG_DB=thecloud
@@ -169,12 +169,13 @@ ensure_cargo_on_path
 print_header
 setup
 
-# Tests fail instead of skipping when Docker, PostgreSQL or network namespaces are unavailable.
+# Tests fail instead of skipping when Docker, PostgreSQL, network namespaces or the storage
+# tools (loop devices, mkfs, LVM metadata) are unavailable.
 export THECLOUD_TEST_DATABASE_URL THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 \
-  THECLOUD_REQUIRE_NETNS=1
+  THECLOUD_REQUIRE_NETNS=1 THECLOUD_REQUIRE_STORAGE=1
 print_versions
 info "THECLOUD_TEST_DATABASE_URL=$THECLOUD_TEST_DATABASE_URL"
-info "THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 THECLOUD_REQUIRE_NETNS=1"
+info "THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 THECLOUD_REQUIRE_NETNS=1 THECLOUD_REQUIRE_STORAGE=1"
 
 # cargo nextest, with its output also kept (when not on a terminal, as in CI) so that the
 # summary can end with nextest's own closing line.

@@ -485,7 +485,16 @@ async fn vpcs_are_isolated_on_one_host_and_across_hosts() {
     // Not through the uplinks either: B's transit address from A is dropped by the host.
     let b_transit = "100.64.1.154"; // 100.64.0.0 + 4*102 + 2
     let sw = format!("{}sw", lab.tp);
-    must(&["ip", "-n", &sw, "addr", "add", "172.31.0.200/24", "dev", "br0"]);
+    must(&[
+        "ip",
+        "-n",
+        &sw,
+        "addr",
+        "add",
+        "172.31.0.200/24",
+        "dev",
+        "br0",
+    ]);
     assert!(
         ping(&b1.ns, "172.31.0.200", 2),
         "sanity: B's NAT egress works"
@@ -830,7 +839,16 @@ async fn nat_egress_only_for_subnets_that_have_it() {
     ep.attach(&lab).await.unwrap();
     // "The outside world": an address on the underlay switch that is no node (172.31.0.200).
     // Host 2 is a peer of the VPC, so its underlay address must stay out of reach.
-    must(&["ip", "-n", "ngsw", "addr", "add", "172.31.0.200/24", "dev", "br0"]);
+    must(&[
+        "ip",
+        "-n",
+        "ngsw",
+        "addr",
+        "add",
+        "172.31.0.200/24",
+        "dev",
+        "br0",
+    ]);
     assert!(
         ping(&en.ns, "172.31.0.200", 3),
         "NAT egress from a nat_egress subnet"

@@ -10,7 +10,7 @@
 use cloud_agent::storage::{
     FileBackend, FileBackendConfig, StorageError, VolumeBackend, volume_file_name,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -522,5 +522,4 @@ async fn foreign_data_is_never_formatted_over() {
     assert!(matches!(e, StorageError::Invalid(_)), "{e}");
     assert_eq!(std::fs::read(&v.path).unwrap()[510..512], *b"\x55\xaa");
     env.assert_no_loops();
-    let _: PathBuf = v.path;
 }

@@ -408,14 +408,19 @@ async fn nodes_are_told_their_peers_endpoints_and_resolved_rules() {
     let a = client.instance_create(&spread("a", subnet)).await.unwrap();
     let b = client.instance_create(&spread("b", subnet)).await.unwrap();
     assert_ne!(a.node_name, b.node_name, "spread over both nodes");
-    // An instance of another VPC with the same addresses must not show up anywhere.
+    // A member of the same security group in another VPC (placed on one of the same nodes)
+    // must show up in neither VPC v's endpoints nor its source-group expansion.
     let stranger = client
         .instance_create(&CreateInstanceRequest {
-            node_selector: [("name".to_string(), "x".to_string())].into(),
+            private_ip: Some("10.0.1.77".into()),
+            security_groups: vec!["app".into()],
             ..in_subnet("stranger", other)
         })
-        .await;
-    assert!(stranger.is_err(), "no node has label name=x");
+        .await
+        .unwrap();
+    c.wait_instance("stranger", InstanceStatus::Running).await;
+    let v_id = client.vpc_get("v").await.unwrap().id.to_string();
+    let w_id = client.vpc_get("w").await.unwrap().id.to_string();
     c.wait_instance("a", InstanceStatus::Running).await;
     c.wait_instance("b", InstanceStatus::Running).await;
     let (net_a, net_b) = if a.node_name.as_deref() == Some("n1") {
@@ -434,7 +439,7 @@ async fn nodes_are_told_their_peers_endpoints_and_resolved_rules() {
         "a's node knows b's endpoint",
         Duration::from_secs(10),
         || async {
-            let v = net_a.vpcs().into_values().next()?;
+            let v = net_a.vpcs().remove(&v_id)?;
             (v.remote_endpoints.len() == 1).then_some(v)
         },
     )
@@ -446,7 +451,23 @@ async fn nodes_are_told_their_peers_endpoints_and_resolved_rules() {
         b.mac.clone().unwrap()
     );
     assert_eq!(vpc.subnets[0].gateway, Ipv4Addr::new(10, 0, 1, 1));
-    assert_eq!(net_a.vpcs().len(), 1, "only its own VPC");
+    let stranger_node_has_w =
+        |net: &cloud_agent::network::FakeNetwork| net.vpcs().contains_key(&w_id);
+    assert_eq!(
+        stranger_node_has_w(net_a),
+        stranger.node_name == a.node_name,
+        "VPC w only where its instance runs"
+    );
+    for net in [&net1, &net2] {
+        if let Some(v) = net.vpcs().get(&v_id) {
+            assert!(
+                v.remote_endpoints
+                    .iter()
+                    .all(|e| e.ip.to_string() != "10.0.1.77"),
+                "another VPC's instance leaked into v: {v:?}"
+            );
+        }
+    }
 
     // The source group expanded to the members' addresses.
     let (_, att) = wait_for(
@@ -489,10 +510,15 @@ async fn nodes_are_told_their_peers_endpoints_and_resolved_rules() {
         "b's endpoint gone from a's node",
         Duration::from_secs(10),
         || async {
-            let v = net_a.vpcs().into_values().next()?;
+            let v = net_a.vpcs().remove(&v_id)?;
             (v.remote_endpoints.is_empty() && v.peers.is_empty()).then_some(())
         },
     )
     .await;
-    assert!(net_b.vpcs().is_empty(), "b's node tore the VPC down");
+    wait_for(
+        "b's node tore VPC v down",
+        Duration::from_secs(10),
+        || async { (!net_b.vpcs().contains_key(&v_id)).then_some(()) },
+    )
+    .await;
 }

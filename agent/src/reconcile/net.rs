@@ -176,16 +176,16 @@ impl NetState {
                 return;
             }
         };
+        // Only drift is forgotten here: ports of containers that stopped or went stay known,
+        // so the stale pass below detaches them (their rules and dispatch entries).
         self.plugged.retain(|id, p| {
-            if ports.iter().any(|port| port.instance_id == *id) {
-                return true;
-            }
             let same_run = running
                 .get(id.as_str())
                 .is_some_and(|c| c.id == p.container_id && c.pid == p.pid);
-            if same_run {
-                tracing::warn!(instance_id = %id, "an instance's VPC port vanished; plugging it again");
+            if !same_run || ports.iter().any(|port| port.instance_id == *id) {
+                return true;
             }
+            tracing::warn!(instance_id = %id, "an instance's VPC port vanished; plugging it again");
             false
         });
     }

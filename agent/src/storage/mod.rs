@@ -14,14 +14,12 @@ mod cmd;
 pub mod fake;
 pub mod file;
 pub mod lvm;
-mod lvm_report;
 mod model;
 mod mount;
 
 pub use fake::FakeVolumes;
 pub use file::{FileBackend, FileBackendConfig};
-pub use lvm::{LvmBackend, LvmBackendConfig};
-pub use lvm_report::{LvRow, VgRow, parse_lvs, parse_vgs};
+pub use lvm::{LvRow, LvmBackend, LvmBackendConfig, VgRow, parse_lvs, parse_vgs};
 pub use model::{
     PoolCapacity, SnapshotInfo, VolumeInfo, check_new_size, snapshot_file_name, validate_id,
     volume_file_name,

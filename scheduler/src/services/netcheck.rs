@@ -50,8 +50,17 @@ pub fn vpc_cidr(s: &str) -> Result<Ipv4Net> {
             "cidr: {net} is a reserved range; use a private range such as 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
         )));
     }
+    let transit: Ipv4Net = TRANSIT.parse().map_err(|_| Error::Invalid("cidr".into()))?;
+    if transit.contains(&net.network()) || net.contains(&transit.network()) {
+        return Err(Error::Invalid(format!(
+            "cidr: {net} overlaps {TRANSIT}, which nodes use to link VPCs to the outside; pick another range"
+        )));
+    }
     Ok(net)
 }
+
+/// The range nodes take VPC uplink transit addresses from (agent `network::linux::host`).
+pub const TRANSIT: &str = "100.64.0.0/10";
 
 /// A subnet range inside `vpc`, overlapping none of `others` (name, range).
 pub fn subnet_cidr(s: &str, vpc: Ipv4Net, others: &[(String, Ipv4Net)]) -> Result<Ipv4Net> {
@@ -193,6 +202,13 @@ mod tests {
                 .contains("/28")
         );
         assert!(vpc_cidr("127.0.0.0/8").is_err());
+        assert!(
+            vpc_cidr("100.100.0.0/16")
+                .unwrap_err()
+                .to_string()
+                .contains("100.64.0.0/10")
+        );
+        assert!(vpc_cidr("100.0.0.0/8").is_err());
     }
 
     #[test]

@@ -12,8 +12,9 @@ use cloud_api::{
 use rand::Rng;
 use uuid::Uuid;
 
-/// VXLAN ids are 24 bits; 0 is avoided.
-const MAX_VNI: u32 = (1 << 24) - 1;
+/// VXLAN ids are 24 bits, but agents derive each VPC's transit /30 from the low 20 bits, so
+/// ids are drawn from 20 bits: unique ids then never collide on a host. 0 is avoided.
+const MAX_VNI: u32 = (1 << 20) - 1;
 /// Attempts at drawing an unused VXLAN id before giving up.
 const VNI_ATTEMPTS: usize = 16;
 

@@ -346,7 +346,7 @@ impl Store {
         id: InstanceId,
     ) -> StoreResult<DeleteOutcome> {
         let now = Utc::now();
-        in_tx!(self, tx => {
+        let (outcome, freed_subnet) = in_tx!(self, tx => {
             match bump_node_of_instance!(tx, project, id) {
                 Some((generation, node_status)) if node_status != "down" => {
                     sqlx::query(
@@ -360,22 +360,28 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    Ok(DeleteOutcome::Deleting)
+                    Ok((DeleteOutcome::Deleting, None))
                 }
                 _ => {
-                    let done = sqlx::query("DELETE FROM instances WHERE project_id = $1 AND id = $2")
-                        .bind(project.0)
-                        .bind(id.0)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if done == 0 {
-                        return Err(StoreError::NotFound);
+                    let gone: Option<(Option<Uuid>,)> = sqlx::query_as(
+                        "DELETE FROM instances WHERE project_id = $1 AND id = $2 RETURNING subnet_id",
+                    )
+                    .bind(project.0)
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match gone {
+                        None => Err(StoreError::NotFound),
+                        Some((subnet,)) => Ok((DeleteOutcome::Deleted, subnet)),
                     }
-                    Ok(DeleteOutcome::Deleted)
                 }
             }
-        })
+        })?;
+        if let Some(subnet) = freed_subnet {
+            // Its address leaves the other nodes' FDB and source-group expansions.
+            self.bump_subnet_dependents(subnet).await?;
+        }
+        Ok(outcome)
     }
 
     /// Applies an agent's observation of one of its instances, unless the agent has not yet

@@ -137,6 +137,23 @@ impl Store {
         Ok(())
     }
 
+    /// Wakes the other nodes of every VPC `node` hosts (its underlay address changed).
+    pub async fn bump_vpcs_of_node(&self, node: Uuid) -> StoreResult<()> {
+        let pg = self.is_postgres();
+        let woken = in_tx!(self, tx => {
+            let rows: Vec<(Uuid,)> = sqlx::query_as(
+                "SELECT DISTINCT s.vpc_id FROM instances i JOIN subnets s ON s.id = i.subnet_id WHERE i.node_id = $1",
+            )
+            .bind(node)
+            .fetch_all(&mut *tx)
+            .await?;
+            let vpcs: Vec<Uuid> = rows.into_iter().map(|r| r.0).collect();
+            Ok(bump_network_dependents!(tx, pg, &vpcs, &[]))
+        })?;
+        self.wake(&woken);
+        Ok(())
+    }
+
     /// Subnet by id, in any project (for the planner's IPAM).
     pub async fn subnet_by_id(&self, id: Uuid) -> StoreResult<SubnetRecord> {
         on_pool!(self, p => Ok(sqlx::query_as(
@@ -330,9 +347,11 @@ impl Store {
         .await?))
     }
 
-    /// Deletes a subnet; `Conflict` while any instance is in it.
+    /// Deletes a subnet; `InUse` while any instance is in it. The VPC's nodes drop its
+    /// gateway.
     pub async fn subnet_delete(&self, project: ProjectId, id: SubnetId) -> StoreResult<()> {
-        in_tx!(self, tx => {
+        let pg = self.is_postgres();
+        let woken = in_tx!(self, tx => {
             let busy: Option<(String,)> = sqlx::query_as("SELECT name FROM instances WHERE subnet_id = $1 LIMIT 1")
                 .bind(id.0)
                 .fetch_optional(&mut *tx)
@@ -342,6 +361,14 @@ impl Store {
                     "the subnet still has instances (e.g. {name:?}); delete them first"
                 )));
             }
+            let vpc: Vec<Uuid> = sqlx::query_as::<_, (Uuid,)>("SELECT vpc_id FROM subnets WHERE id = $1 AND project_id = $2")
+                .bind(id.0)
+                .bind(project.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|v| v.0)
+                .collect();
             let done = sqlx::query("DELETE FROM subnets WHERE id = $1 AND project_id = $2")
                 .bind(id.0)
                 .bind(project.0)
@@ -351,8 +378,10 @@ impl Store {
             if done == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
-        })
+            Ok(bump_network_dependents!(tx, pg, &vpc, &[]))
+        })?;
+        self.wake(&woken);
+        Ok(())
     }
 
     /// Addresses in use in a subnet.

@@ -1,7 +1,8 @@
 //! What a node's desired state needs about VPC networking: its instances' ports, the VPCs
 //! they are in (subnets, other nodes' VXLAN endpoints and instances), and their security
 //! group rules with source groups expanded to member addresses. Read only for nodes that
-//! host at least one instance in a subnet.
+//! host at least one instance in a subnet. Instances being deleted are left out everywhere:
+//! their node drops the port (and the VPC, if it was the last) as the container goes.
 
 use super::{Store, StoreResult, on_pool};
 use uuid::Uuid;
@@ -69,7 +70,7 @@ pub struct NodeNetwork {
 /// The node's VPCs, as a subquery on `$1` (the node id).
 macro_rules! node_vpcs {
     () => {
-        "SELECT s2.vpc_id FROM instances i2 JOIN subnets s2 ON s2.id = i2.subnet_id WHERE i2.node_id = $1"
+        "SELECT s2.vpc_id FROM instances i2 JOIN subnets s2 ON s2.id = i2.subnet_id WHERE i2.node_id = $1 AND i2.status <> 'deleting'"
     };
 }
 
@@ -80,7 +81,7 @@ impl Store {
             let ports: Vec<PortRow> = sqlx::query_as(
                 "SELECT i.id AS instance_id, i.subnet_id, i.private_ip, i.mac, s.vpc_id, s.cidr, s.gateway, v.vni
                  FROM instances i JOIN subnets s ON s.id = i.subnet_id JOIN vpcs v ON v.id = s.vpc_id
-                 WHERE i.node_id = $1 AND i.private_ip IS NOT NULL AND i.mac IS NOT NULL
+                 WHERE i.node_id = $1 AND i.private_ip IS NOT NULL AND i.mac IS NOT NULL AND i.status <> 'deleting'
                  ORDER BY i.id",
             )
             .bind(node)
@@ -100,7 +101,7 @@ impl Store {
             let remotes: Vec<RemoteRow> = sqlx::query_as(concat!(
                 "SELECT s.vpc_id, i.mac, i.private_ip, n.underlay_ip
                  FROM instances i JOIN subnets s ON s.id = i.subnet_id JOIN nodes n ON n.id = i.node_id
-                 WHERE i.node_id <> $1 AND n.underlay_ip IS NOT NULL AND i.private_ip IS NOT NULL
+                 WHERE i.node_id <> $1 AND n.underlay_ip IS NOT NULL AND i.private_ip IS NOT NULL AND i.status <> 'deleting'
                    AND i.mac IS NOT NULL AND s.vpc_id IN (",
                 node_vpcs!(),
                 ") ORDER BY i.id"
@@ -124,7 +125,7 @@ impl Store {
                      FROM instance_security_groups isg
                      JOIN instances i ON i.id = isg.instance_id
                      JOIN subnets s ON s.id = i.subnet_id
-                     WHERE i.private_ip IS NOT NULL AND isg.group_id IN (
+                     WHERE i.private_ip IS NOT NULL AND i.status <> 'deleting' AND isg.group_id IN (
                         SELECT r.source_group_id FROM security_group_rules r
                         JOIN instance_security_groups isg2 ON isg2.group_id = r.group_id
                         JOIN instances i3 ON i3.id = isg2.instance_id

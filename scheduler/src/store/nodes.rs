@@ -157,6 +157,12 @@ impl Store {
     /// draining).
     pub async fn node_update_facts(&self, id: NodeId, f: &NodeFacts) -> StoreResult<()> {
         let now = Utc::now();
+        let before: Option<(Option<String>,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT underlay_ip FROM nodes WHERE id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(p)
+        .await?);
         let done = on_pool!(self, p => {
             sqlx::query(
                 "UPDATE nodes SET hostname = $2, cpu_millis = $3, memory_mb = $4, disk_gb = $5,
@@ -185,6 +191,10 @@ impl Store {
         if done == 0 {
             return Err(StoreError::NotFound);
         }
+        if before.is_some_and(|(old,)| old != f.underlay_ip) {
+            // Its VXLAN endpoint moved: the other nodes of its VPCs must follow.
+            self.bump_vpcs_of_node(id.0).await?;
+        }
         Ok(())
     }
 
@@ -194,7 +204,8 @@ impl Store {
     /// the node was already down.
     pub async fn node_mark_down(&self, id: NodeId, reason: &str) -> StoreResult<bool> {
         let now = Utc::now();
-        in_tx!(self, tx => {
+        let pg = self.is_postgres();
+        let (changed, woken) = in_tx!(self, tx => {
             let changed = sqlx::query(
                 "UPDATE nodes SET status = 'down', updated_at = $2, status_changed_at = $2,
                     placement_generation = placement_generation + 1
@@ -206,12 +217,26 @@ impl Store {
             .await?
             .rows_affected();
             if changed == 0 {
-                return Ok(false);
+                return Ok((false, Vec::new()));
             }
-            sqlx::query("DELETE FROM instances WHERE node_id = $1 AND status = 'deleting'")
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
+            let gone: Vec<(Option<uuid::Uuid>,)> = sqlx::query_as(
+                "DELETE FROM instances WHERE node_id = $1 AND status = 'deleting' RETURNING subnet_id",
+            )
+            .bind(id.0)
+            .fetch_all(&mut *tx)
+            .await?;
+            // Deleted ports leave the other nodes of their VPCs.
+            let mut vpcs: Vec<uuid::Uuid> = Vec::new();
+            for subnet in gone.into_iter().filter_map(|g| g.0) {
+                let vpc: Option<(uuid::Uuid,)> = sqlx::query_as("SELECT vpc_id FROM subnets WHERE id = $1")
+                    .bind(subnet)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                vpcs.extend(vpc.map(|v| v.0));
+            }
+            vpcs.sort();
+            vpcs.dedup();
+            let woken = super::network::bump_network_dependents!(tx, pg, &vpcs, &[]);
             sqlx::query(
                 "UPDATE instances SET status = 'lost', status_reason = $2, updated_at = $3
                  WHERE node_id = $1",
@@ -221,8 +246,10 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            Ok(true)
-        })
+            Ok((true, woken))
+        })?;
+        self.wake(&woken);
+        Ok(changed)
     }
 
     /// `down` → `ready`; returns whether it changed.

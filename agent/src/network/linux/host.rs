@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn host_rules_are_prefixed() {
         let s = host_ruleset("ab", &[Ipv4Addr::new(172, 31, 0, 2)]);
-        assert!(s.contains("iifname \"abu*\" ip daddr { 172.31.0.2 } drop"), "{s}");
+        assert!(
+            s.contains("iifname \"abu*\" ip daddr { 172.31.0.2 } drop"),
+            "{s}"
+        );
         assert!(s.contains("iifname \"abu*\" udp dport 4789 drop"), "{s}");
         assert!(!host_ruleset("ab", &[]).contains("ip daddr {"));
         assert!(s.contains("iifname \"abu*\" oifname \"abu*\" drop"));

@@ -2,7 +2,7 @@
 //! functions, tested on output captured from lvm2 2.03.16. Sizes are decimal strings of
 //! bytes; an empty string (e.g. `origin` of a plain LV) means "none".
 
-use super::StorageError;
+use crate::storage::StorageError;
 use serde::Deserialize;
 
 /// One row of `lvs -o lv_name,lv_size,origin,origin_size --units b --nosuffix`.
