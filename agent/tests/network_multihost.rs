@@ -367,6 +367,15 @@ async fn vxlan_same_and_cross_subnet_and_idempotency() {
         .await
         .unwrap_err();
     assert!(matches!(err, NetworkError::NamespaceGone(_)), "{err}");
+    // The host's own namespace is never taken for an instance's (a stale or reused PID).
+    let host_ns = PathBuf::from(format!("/run/netns/{}", lab.host(1).ns));
+    let err = lab
+        .host(1)
+        .net
+        .attach(&a.id, &host_ns, &a.att)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetworkError::Invalid(_)), "{err}");
 
     let t = Instant::now();
     for i in [&a, &b, &c] {

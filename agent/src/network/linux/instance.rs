@@ -42,6 +42,7 @@ impl LinuxNetwork {
                 a.ip, a.prefix_len, a.gateway
             )));
         }
+        self.refuse_own_namespace(netns)?;
         let w = self.vpc(a.vni, false).await?.ok_or_else(|| {
             NetworkError::Invalid(format!(
                 "VPC {} (vni {}) is not built on this host",
@@ -79,6 +80,16 @@ impl LinuxNetwork {
                 }
             })
             .await?;
+        // Never delete an interface that is not ours: a foreign eth0 (another MAC) is refused.
+        if let Some((e, _)) = &eth0
+            && e.mac != a.mac.0
+            && port_link.as_ref().and_then(|p| p.peer) != Some(e.index)
+        {
+            return Err(NetworkError::Invalid(format!(
+                "instance {instance_id}: its namespace already has an eth0 that is not our port; not touching it"
+            )));
+        }
+        let (mut port_link, mut eth0) = (port_link, eth0);
         let reuse = match (&port_link, &eth0) {
             (Some(p), Some((e, addrs))) => {
                 p.peer == Some(e.index)
@@ -95,17 +106,33 @@ impl LinuxNetwork {
         let old_ip = port_link.as_ref().and_then(alias_ip);
         let rules = firewall::instance_rules(&prefix, &port, a, old_ip);
         let (n, ip) = (ns.clone(), a.ip);
-        w.run(move |_h| async move {
-            if firewall::apply(&rules, &n).is_ok() {
-                return Ok(());
+        let r = rules.clone();
+        let first_try = w
+            .run(move |_h| async move { firewall::apply(&r, &n) })
+            .await;
+        let mut reuse = reuse;
+        if first_try.is_err() {
+            // A stale element for this address (an instance never detached) must be evicted,
+            // which leaves the address without dispatch for a moment: fail closed by removing
+            // the existing port first (its eth0 goes with it); it is recreated below.
+            if let Some(old) = port_link.take() {
+                let (n, p) = (ns.clone(), port.clone());
+                w.run(move |h| async move {
+                    links::del_link(&h, old.index, &format!("{p} in {n}")).await
+                })
+                .await?;
+                eth0 = None;
+                reuse = false;
             }
-            // A stale element for this address (an instance never detached): evict, retry.
-            for s in firewall::evict_ip(&prefix, ip) {
-                let _ = firewall::apply(&s, &n);
-            }
-            firewall::apply(&rules, &n)
-        })
-        .await?;
+            let n = ns.clone();
+            w.run(move |_h| async move {
+                for s in firewall::evict_ip(&prefix, ip) {
+                    let _ = firewall::apply(&s, &n);
+                }
+                firewall::apply(&rules, &n)
+            })
+            .await?;
+        }
         let alias = format!("{instance_id} {}", a.ip);
         if reuse {
             if let Some(p) = port_link.filter(|p| p.alias.as_deref() != Some(alias.as_str())) {
@@ -273,5 +300,25 @@ mod tests {
         );
         assert_eq!(parse_refs(json, "pc"), (false, vec![]));
         assert_eq!(parse_refs("garbage", "pa"), (false, vec![]));
+    }
+}
+
+impl LinuxNetwork {
+    /// Refuses to plug into the host's (or the agent's own) network namespace: a stale or
+    /// reused PID must never make attach rename or delete host interfaces.
+    fn refuse_own_namespace(&self, netns: &Path) -> Result<(), NetworkError> {
+        use std::os::unix::fs::MetadataExt;
+        let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        let target =
+            id(netns).ok_or_else(|| NetworkError::NamespaceGone(netns.display().to_string()))?;
+        let own = id(Path::new("/proc/self/ns/net"));
+        let host = self.config.host_netns.as_deref().and_then(id);
+        if Some(target) == own || Some(target) == host {
+            return Err(NetworkError::Invalid(format!(
+                "{} is the host's network namespace, not an instance's",
+                netns.display()
+            )));
+        }
+        Ok(())
     }
 }
