@@ -244,6 +244,7 @@ pub async fn start(
         connected_tx,
         timing: config.session.clone(),
         network: config.network.clone(),
+        volumes: config.volumes.clone(),
     });
 
     let span = tracing::info_span!("agent", node_id = %node_id);

@@ -80,6 +80,8 @@ pub struct AgentConfig {
     /// VPC networking (underlay address + data plane). `None`: instances in a VPC fail here
     /// with a clear reason and the scheduler does not place them on this node.
     pub network: Option<NodeNetwork>,
+    /// Node-local volumes (file directory or LVM volume group). `None`: no volumes here.
+    pub volumes: Option<Arc<dyn crate::storage::VolumeBackend>>,
 }
 
 /// A node's VPC networking: where other nodes reach its VXLAN endpoint, and the data plane.
@@ -121,6 +123,7 @@ impl AgentConfig {
             session: SessionTiming::default(),
             partitioned: false,
             network: None,
+            volumes: None,
         }
     }
 }
@@ -141,6 +144,7 @@ impl fmt::Debug for AgentConfig {
             .field("session", &self.session)
             .field("partitioned", &self.partitioned)
             .field("network", &self.network)
+            .field("volumes", &self.volumes.as_ref().map(|v| v.kind()))
             .finish()
     }
 }

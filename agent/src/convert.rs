@@ -111,6 +111,11 @@ pub fn telemetry_to_pb(t: &TelemetryReport) -> pb::Telemetry {
         sampled_at_unix_ms: t.sampled_at_unix_ms,
         host: Some(host_to_pb(t.host)),
         instances: t.instances.iter().map(usage_to_pb).collect(),
+        pool: t.pool.map(|(kind, c)| pb::StoragePool {
+            kind: kind.to_owned(),
+            total_bytes: c.total_bytes,
+            free_bytes: c.free_bytes,
+        }),
     }
 }
 

@@ -121,9 +121,59 @@ struct RunArgs {
     /// letters or digits).
     #[arg(long, value_name = "PREFIX", default_value = "tc", value_parser = parse_prefix)]
     vpc_prefix: String,
+    /// Where node-local volumes live: `file` (sparse image files under --volume-dir),
+    /// `lvm` (logical volumes in --lvm-vg) or `none`.
+    #[arg(long, value_enum, default_value_t = VolumeBackendKind::File, env = "THECLOUD_VOLUME_BACKEND")]
+    volume_backend: VolumeBackendKind,
+    /// Directory of the `file` backend's images and of every backend's mount points
+    /// (default: the agent's data dir).
+    #[arg(long, value_name = "DIR", env = "THECLOUD_VOLUME_DIR")]
+    volume_dir: Option<PathBuf>,
+    /// Volume group of the `lvm` backend (created by the operator).
+    #[arg(long, value_name = "VG", env = "THECLOUD_LVM_VG")]
+    lvm_vg: Option<String>,
+    /// Metadata-only LVM (`activation=0`), for kernels without device-mapper: volumes can be
+    /// created and listed but not mounted.
+    #[arg(long)]
+    lvm_no_activation: bool,
     /// Log output format. Filtering follows RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VolumeBackendKind {
+    File,
+    Lvm,
+    None,
+}
+
+/// The volume backend the flags ask for.
+fn volume_backend(
+    args: &RunArgs,
+) -> Result<Option<Arc<dyn cloud_agent::storage::VolumeBackend>>, String> {
+    use cloud_agent::storage::{FileBackend, FileBackendConfig, LvmBackend, LvmBackendConfig};
+    let dir = args
+        .volume_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.clone());
+    match args.volume_backend {
+        VolumeBackendKind::None => Ok(None),
+        VolumeBackendKind::File => FileBackend::new(FileBackendConfig::under(&dir))
+            .map(|b| Some(Arc::new(b) as Arc<dyn cloud_agent::storage::VolumeBackend>))
+            .map_err(|e| format!("file volume backend in {}: {e}", dir.display())),
+        VolumeBackendKind::Lvm => {
+            let vg = args
+                .lvm_vg
+                .clone()
+                .ok_or("--volume-backend lvm needs --lvm-vg VG")?;
+            let mut cfg = LvmBackendConfig::new(vg.clone(), dir.join("volumes"));
+            cfg.activation = !args.lvm_no_activation;
+            LvmBackend::new(cfg)
+                .map(|b| Some(Arc::new(b) as Arc<dyn cloud_agent::storage::VolumeBackend>))
+                .map_err(|e| format!("lvm volume backend on VG {vg}: {e}"))
+        }
+    }
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -191,6 +241,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
             args.ca_file.display()
         ));
     }
+    let volumes = volume_backend(&args)?;
+    if let Some(v) = &volumes {
+        tracing::info!(backend = v.kind(), "volume backend ready");
+    }
     let mut config = AgentConfig::new(
         args.scheduler,
         args.ca_file,
@@ -198,6 +252,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         args.data_dir,
     );
     config.name = args.name;
+    config.volumes = volumes;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();
     config.capacity_override = CapacityOverride {
         cpu_millis: args.cpu_millis,

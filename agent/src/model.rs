@@ -164,4 +164,6 @@ pub struct TelemetryReport {
     pub sampled_at_unix_ms: i64,
     pub host: HostUsage,
     pub instances: Vec<InstanceUsage>,
+    /// The volume pool: backend kind and capacity (None: no volume backend here).
+    pub pool: Option<(&'static str, crate::storage::PoolCapacity)>,
 }

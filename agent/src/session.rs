@@ -66,6 +66,8 @@ pub struct SessionContext {
     pub timing: SessionTiming,
     /// VPC networking of this node, advertised in `Hello` (None: not available).
     pub network: Option<NodeNetwork>,
+    /// The volume backend, whose pool capacity goes into telemetry.
+    pub volumes: Option<Arc<dyn crate::storage::VolumeBackend>>,
 }
 
 impl SessionContext {
@@ -418,12 +420,19 @@ impl<'a> SessionState<'a> {
         self.telemetry_in_flight = true;
         let probe = self.ctx.probe.clone();
         let runtime = self.ctx.runtime.clone();
+        let volumes = self.ctx.volumes.clone();
         let observed = self.ctx.observed_rx.borrow().clone();
         let out = self.out.clone();
         self.tasks
             .spawn(tracing::Instrument::in_current_span(async move {
                 let instances = observed.map(|o| o.instances.clone()).unwrap_or_default();
-                let report = telemetry::collect(probe.as_ref(), runtime.as_ref(), &instances).await;
+                let report = telemetry::collect(
+                    probe.as_ref(),
+                    runtime.as_ref(),
+                    volumes.as_deref(),
+                    &instances,
+                )
+                .await;
                 let m = msg(agent_message::Msg::Telemetry(convert::telemetry_to_pb(
                     &report,
                 )));

@@ -197,6 +197,7 @@ fn now_ms() -> i64 {
 pub async fn collect(
     probe: &dyn HostProbe,
     runtime: &dyn ContainerRuntime,
+    volumes: Option<&dyn crate::storage::VolumeBackend>,
     observed: &[InstanceObservation],
 ) -> TelemetryReport {
     let host = probe.sample().unwrap_or_else(|e| {
@@ -229,10 +230,21 @@ pub async fn collect(
         .await;
     let mut instances = instances;
     instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let pool = match volumes {
+        None => None,
+        Some(v) => match v.capacity().await {
+            Ok(c) => Some((v.kind(), c)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the volume pool's capacity");
+                None
+            }
+        },
+    };
     TelemetryReport {
         sampled_at_unix_ms: now_ms(),
         host,
         instances,
+        pool,
     }
 }
 
@@ -361,7 +373,12 @@ mod tests {
                 ..HostUsage::default()
             },
         };
-        let r = collect(&probe, &rt, &observed).await;
+        let r = collect(&probe, &rt, None, &observed).await;
+        assert!(r.pool.is_none(), "no volume backend, no pool");
+        let volumes = crate::storage::FakeVolumes::new(10 << 30);
+        let with_pool = collect(&probe, &rt, Some(&volumes), &observed).await;
+        let (kind, cap) = with_pool.pool.expect("pool reported");
+        assert_eq!((kind, cap.total_bytes), ("file", 10 << 30));
         assert_eq!(r.host.cpu_percent, 3.0);
         assert_eq!(r.instances.len(), 1);
         assert_eq!(r.instances[0].instance_id, "a");

@@ -26,7 +26,7 @@ pub use network::{
     Direction, Protocol, ReplaceRulesRequest, SecurityGroup, SecurityGroupRule, Subnet, Vpc,
 };
 pub use node::{CreateJoinTokenRequest, JoinToken};
-pub use node::{HostUsage, Node, NodeStatus, Resources};
+pub use node::{HostUsage, Node, NodeStatus, Resources, VolumePool};
 
 use serde::{Deserialize, Serialize};
 

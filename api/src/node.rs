@@ -56,6 +56,19 @@ pub struct HostUsage {
     pub load5: f64,
     pub load15: f64,
     pub sampled_at: DateTime<Utc>,
+    /// The node's volume pool, when it has a volume backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_pool: Option<VolumePool>,
+}
+
+/// Where a node keeps volumes and how much room is left.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VolumePool {
+    /// `file` or `lvm`.
+    pub kind: String,
+    pub total_bytes: u64,
+    /// What can still be promised to new volumes or growth.
+    pub free_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

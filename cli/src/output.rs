@@ -413,6 +413,21 @@ pub fn node_detail(n: &Node, now: DateTime<Utc>) -> String {
                 "Load",
                 format!("{:.2} {:.2} {:.2}", u.load1, u.load5, u.load15),
             ),
+            (
+                "Volume pool",
+                match &u.volume_pool {
+                    Some(p) => {
+                        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+                        format!(
+                            "{}: {:.1}G free of {:.1}G",
+                            p.kind,
+                            gib(p.free_bytes),
+                            gib(p.total_bytes)
+                        )
+                    }
+                    None => "- (no volume backend)".into(),
+                },
+            ),
             ("Usage sampled", timestamp(Some(u.sampled_at), now)),
         ]),
         None => rows.push(("Usage", "- (no telemetry yet)".into())),
@@ -626,6 +641,11 @@ mod tests {
             load5: 0.25,
             load15: 0.75,
             sampled_at: now() - Duration::seconds(3),
+            volume_pool: Some(cloud_api::VolumePool {
+                kind: "file".into(),
+                total_bytes: 100 << 30,
+                free_bytes: 40 << 30,
+            }),
         });
         let out = node_detail(&n, now());
         assert!(out.contains("CPU usage:"), "{out}");
@@ -633,6 +653,7 @@ mod tests {
         assert!(out.contains("1Gi/4Gi (25%)"), "{out}");
         assert!(out.contains("10G/100G (10%)"), "{out}");
         assert!(out.contains("0.50 0.25 0.75"), "{out}");
+        assert!(out.contains("file: 40.0G free of 100.0G"), "{out}");
     }
 
     #[test]

@@ -312,7 +312,10 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
 
     // Security group on live instances: port 80 allowed, 22 refused; removing the rule takes
     // effect within one reconcile.
-    assert!(http_from(&cb, "127.0.0.1", 22), "control: b serves on 22 locally");
+    assert!(
+        http_from(&cb, "127.0.0.1", 22),
+        "control: b serves on 22 locally"
+    );
     assert!(http_from(&ca, &ip_b, 80), "tcp/80 allowed a -> b");
     assert!(!http_from(&ca, &ip_b, 22), "tcp/22 refused a -> b");
     client

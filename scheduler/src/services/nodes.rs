@@ -290,6 +290,11 @@ impl App {
                     load5: h.load5,
                     load15: h.load15,
                     sampled_at,
+                    volume_pool: t.pool.as_ref().map(|p| cloud_api::VolumePool {
+                        kind: p.kind.chars().take(16).collect(),
+                        total_bytes: p.total_bytes,
+                        free_bytes: p.free_bytes,
+                    }),
                 },
             );
         }
