@@ -283,26 +283,6 @@ pub(super) fn parse_refs(json: &str, port: &str) -> (bool, Vec<Ipv4Addr>) {
     (chain, ips.into_iter().collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_elements_pointing_at_a_port() {
-        let json = r#"{"nftables": [{"metainfo": {}},
-          {"map": {"name": "ingress", "elem": [["10.0.0.5", {"jump": {"target": "in_pa"}}],
-                                               ["10.0.0.6", {"jump": {"target": "in_pb"}}]]}},
-          {"map": {"name": "egress", "elem": [["10.0.0.5", {"jump": {"target": "out_pa"}}]]}},
-          {"chain": {"name": "in_pa"}}]}"#;
-        assert_eq!(
-            parse_refs(json, "pa"),
-            (true, vec!["10.0.0.5".parse().unwrap()])
-        );
-        assert_eq!(parse_refs(json, "pc"), (false, vec![]));
-        assert_eq!(parse_refs("garbage", "pa"), (false, vec![]));
-    }
-}
-
 impl LinuxNetwork {
     /// Refuses to plug into the host's (or the agent's own) network namespace: a stale or
     /// reused PID must never make attach rename or delete host interfaces.
@@ -320,5 +300,25 @@ impl LinuxNetwork {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_elements_pointing_at_a_port() {
+        let json = r#"{"nftables": [{"metainfo": {}},
+          {"map": {"name": "ingress", "elem": [["10.0.0.5", {"jump": {"target": "in_pa"}}],
+                                               ["10.0.0.6", {"jump": {"target": "in_pb"}}]]}},
+          {"map": {"name": "egress", "elem": [["10.0.0.5", {"jump": {"target": "out_pa"}}]]}},
+          {"chain": {"name": "in_pa"}}]}"#;
+        assert_eq!(
+            parse_refs(json, "pa"),
+            (true, vec!["10.0.0.5".parse().unwrap()])
+        );
+        assert_eq!(parse_refs(json, "pc"), (false, vec![]));
+        assert_eq!(parse_refs("garbage", "pa"), (false, vec![]));
     }
 }
