@@ -11,6 +11,15 @@ pub fn desired_from_pb(d: pb::DesiredState) -> DesiredState {
     DesiredState {
         generation: d.generation,
         vpcs: crate::convert_network::vpcs_from_pb(&d.vpcs),
+        volumes: d
+            .volumes
+            .iter()
+            .map(|v| crate::model::VolumeSpec {
+                volume_id: v.volume_id.clone(),
+                size_bytes: v.size_bytes,
+            })
+            .collect(),
+        delete_volumes: d.delete_volumes.clone(),
         instances: d.instances.into_iter().map(spec_from_pb).collect(),
     }
 }
@@ -62,6 +71,20 @@ pub fn observed_to_pb(o: &ObservedState) -> pb::ObservedState {
     pb::ObservedState {
         applied_generation: o.applied_generation,
         instances: o.instances.iter().map(observation_to_pb).collect(),
+        volumes: o
+            .volumes
+            .iter()
+            .map(|v| pb::VolumeObservation {
+                volume_id: v.volume_id.clone(),
+                state: match v.state {
+                    crate::model::VolumeState::Available => pb::VolumeState::VolumeAvailable,
+                    crate::model::VolumeState::Failed => pb::VolumeState::VolumeFailed,
+                    crate::model::VolumeState::Orphan => pb::VolumeState::VolumeOrphan,
+                } as i32,
+                size_bytes: v.size_bytes,
+                reason: v.reason.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -136,6 +159,8 @@ mod tests {
                 ..Default::default()
             }],
             vpcs: vec![],
+            volumes: Vec::new(),
+            delete_volumes: Vec::new(),
         };
         let d = desired_from_pb(d);
         assert_eq!(d.generation, 7);
@@ -149,6 +174,8 @@ mod tests {
             generation: 1,
             instances: vec![pb::InstanceSpec::default()],
             vpcs: vec![],
+            volumes: Vec::new(),
+            delete_volumes: Vec::new(),
         });
         assert_eq!(unspecified.instances[0].desired, RunState::Running);
         assert_eq!(
@@ -165,8 +192,15 @@ mod tests {
                 exit_code: Some(2),
                 ..InstanceObservation::new("i", InstanceState::Failed, "exited with code 2")
             }],
+            volumes: vec![crate::model::VolumeObservation {
+                volume_id: "v".into(),
+                state: crate::model::VolumeState::Orphan,
+                size_bytes: 1 << 30,
+                reason: String::new(),
+            }],
         };
         let p = observed_to_pb(&o);
+        assert_eq!(p.volumes[0].state, pb::VolumeState::VolumeOrphan as i32);
         assert_eq!(p.applied_generation, 3);
         assert_eq!(p.instances[0].state, pb::InstanceState::Failed as i32);
         assert_eq!(p.instances[0].exit_code, Some(2));

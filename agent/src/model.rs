@@ -73,6 +73,34 @@ pub struct DesiredState {
     pub instances: Vec<InstanceSpec>,
     /// Every VPC with at least one instance on this node.
     pub vpcs: Vec<crate::network::VpcSpec>,
+    /// Volumes this node must have.
+    pub volumes: Vec<VolumeSpec>,
+    /// Volumes this node must delete.
+    pub delete_volumes: Vec<String>,
+}
+
+/// A volume the scheduler wants on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub volume_id: String,
+    pub size_bytes: u64,
+}
+
+/// What the agent sees of one volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeState {
+    Available,
+    Failed,
+    /// On the backend but not in the desired state (kept, reported).
+    Orphan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeObservation {
+    pub volume_id: String,
+    pub state: VolumeState,
+    pub size_bytes: u64,
+    pub reason: String,
 }
 
 /// Observed lifecycle state of one instance.
@@ -119,6 +147,8 @@ pub struct ObservedState {
     /// Generation of the desired document this observation answers.
     pub applied_generation: u64,
     pub instances: Vec<InstanceObservation>,
+    /// Volumes (sorted by id).
+    pub volumes: Vec<VolumeObservation>,
 }
 
 impl ObservedState {

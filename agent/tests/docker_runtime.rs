@@ -154,6 +154,8 @@ async fn docker_runtime_through_the_reconciler() {
     let gen1 = DesiredState {
         generation: 1,
         vpcs: vec![],
+        volumes: Vec::new(),
+        delete_volumes: Vec::new(),
         instances: vec![
             spec(&web, &web_cmd, RunState::Running, 1),
             spec(&once, &["sh", "-c", "exit 3"], RunState::Running, 1),
@@ -263,6 +265,8 @@ async fn docker_runtime_through_the_reconciler() {
     rec.set_desired(Arc::new(DesiredState {
         generation: 3,
         vpcs: vec![],
+        volumes: Vec::new(),
+        delete_volumes: Vec::new(),
         instances: vec![],
     }));
     let o = pass(&mut rec).await;

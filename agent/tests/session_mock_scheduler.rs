@@ -247,6 +247,8 @@ fn desired(generation: u64, instances: Vec<InstanceSpec>) -> scheduler_message::
         generation,
         instances,
         vpcs: Vec::new(),
+        volumes: Vec::new(),
+        delete_volumes: Vec::new(),
     })
 }
 

@@ -52,6 +52,8 @@ fn doc(generation: u64, instances: Vec<InstanceSpec>, vpcs: Vec<VpcSpec>) -> Arc
         generation,
         instances,
         vpcs,
+        volumes: Vec::new(),
+        delete_volumes: Vec::new(),
     })
 }
 

@@ -45,6 +45,8 @@ pub fn observe(
     ObservedState {
         applied_generation: desired.generation,
         instances,
+        // Filled in by the reconciler's volume half.
+        volumes: Vec::new(),
     }
 }
 

@@ -32,6 +32,8 @@ fn doc(generation: u64, instances: Vec<InstanceSpec>) -> Arc<DesiredState> {
         generation,
         instances,
         vpcs: Vec::new(),
+        volumes: Vec::new(),
+        delete_volumes: Vec::new(),
     })
 }
 

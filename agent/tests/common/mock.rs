@@ -200,6 +200,8 @@ impl AgentService for Service {
                         generation: 1,
                         instances: Vec::new(),
                         vpcs: Vec::new(),
+                        volumes: Vec::new(),
+                        delete_volumes: Vec::new(),
                     })),
                 }))
                 .await;
@@ -348,6 +350,8 @@ impl Mock {
                 generation,
                 instances,
                 vpcs: Vec::new(),
+                volumes: Vec::new(),
+                delete_volumes: Vec::new(),
             }),
         )
     }

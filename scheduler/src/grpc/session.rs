@@ -231,6 +231,8 @@ async fn push_desired(
         generation: crate::store::to_u64(generation),
         instances,
         vpcs,
+        volumes: Vec::new(),
+        delete_volumes: Vec::new(),
     };
     let count = doc.instances.len();
     if tx
