@@ -219,6 +219,10 @@ pub async fn start(
         Some(n) => reconciler.with_network(n.backend.clone()),
         None => reconciler,
     };
+    let reconciler = match &config.volumes {
+        Some(v) => reconciler.with_volumes(v.clone()),
+        None => reconciler,
+    };
     let probe: Arc<dyn HostProbe> = match &config.host_probe {
         Some(p) => p.clone(),
         None => Arc::new(ProcfsProbe::new(&config.data_dir)),

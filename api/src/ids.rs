@@ -78,6 +78,10 @@ typed_id!(
     /// Identifies a security group.
     SecurityGroupId
 );
+typed_id!(
+    /// Identifies a volume.
+    VolumeId
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,18 +5,20 @@
 
 pub mod client;
 mod client_network;
+mod client_volume;
 pub mod error;
 pub mod ids;
 pub mod instance;
 pub mod network;
 pub mod node;
 pub mod quantity;
+pub mod volume;
 
 pub use reqwest::Method;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
-pub use ids::{InstanceId, NodeId, ProjectId, SecurityGroupId, SubnetId, VpcId};
+pub use ids::{InstanceId, NodeId, ProjectId, SecurityGroupId, SubnetId, VolumeId, VpcId};
 pub use instance::{
     CreateInstanceRequest, GroupPolicy, Instance, InstanceKind, InstanceStatus, InstanceUsage,
     PlacementGroup, PlacementStrategy, RestartPolicy, RunState,
@@ -27,6 +29,7 @@ pub use network::{
 };
 pub use node::{CreateJoinTokenRequest, JoinToken};
 pub use node::{HostUsage, Node, NodeStatus, Resources, VolumePool};
+pub use volume::{CreateVolumeRequest, MAX_VOLUME_GB, Volume, VolumeStatus};
 
 use serde::{Deserialize, Serialize};
 

@@ -24,6 +24,9 @@ pub struct App {
     pub default_project: ProjectId,
     placement_seq: AtomicU64,
     placement_seed: u64,
+    /// Nodes holding volumes: only their desired states and observations involve volumes
+    /// (so the rest of the fleet pays nothing for them). Loaded at start, grows on create.
+    volume_nodes: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
 }
 
 impl App {
@@ -48,7 +51,24 @@ impl App {
             default_project,
             placement_seq: AtomicU64::new(0),
             placement_seed: rand::random(),
+            volume_nodes: Default::default(),
         }
+    }
+
+    /// Remembers that `node` holds volumes.
+    pub fn volume_nodes_add(&self, node: uuid::Uuid) {
+        self.volume_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node);
+    }
+
+    /// Whether `node` may hold volumes.
+    pub fn has_volumes(&self, node: uuid::Uuid) -> bool {
+        self.volume_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&node)
     }
 
     /// Placement options from the configuration.

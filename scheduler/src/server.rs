@@ -122,6 +122,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             app.sessions.notify_desired(node.into());
         }
     }));
+    for node in app.store.nodes_with_volumes().await? {
+        app.volume_nodes_add(node);
+    }
     bootstrap_admin_key(&app).await?;
     app.ensure_bootstrap_join_token().await?;
 

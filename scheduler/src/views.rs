@@ -150,3 +150,18 @@ pub fn security_group(
         created_at: g.created_at,
     })
 }
+
+pub fn volume(r: crate::store::VolumeRecord) -> Result<cloud_api::Volume> {
+    Ok(cloud_api::Volume {
+        id: r.id.into(),
+        status: cloud_api::VolumeStatus::parse(&r.status)
+            .ok_or_else(|| corrupt("volume status", &r.status))?,
+        name: r.name,
+        size_gb: to_u64(r.size_gb),
+        node_id: r.node_id.map(Into::into),
+        node_name: r.node_name,
+        status_reason: r.status_reason,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}

@@ -12,6 +12,9 @@ mod plan;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod volume_tests;
+mod volumes;
 
 pub use plan::{Action, Failure, container_name};
 pub use state::STATE_FILE;
@@ -95,6 +98,7 @@ pub struct Reconciler {
     desired: Option<Arc<DesiredState>>,
     last_error: Option<String>,
     net: net::NetState,
+    volumes: volumes::VolState,
 }
 
 impl Reconciler {
@@ -109,6 +113,7 @@ impl Reconciler {
         let acted =
             ActedStore::load(&path).map_err(|source| ReconcileError::StateFile { path, source })?;
         let resync = config.network_resync;
+        let retry_after = config.retry_after_failure;
         Ok(Self {
             node_id: node_id.to_owned(),
             runtime,
@@ -119,6 +124,7 @@ impl Reconciler {
             desired: None,
             last_error: None,
             net: net::NetState::new(None, resync),
+            volumes: volumes::VolState::new(None, retry_after),
         })
     }
 
@@ -126,6 +132,13 @@ impl Reconciler {
     /// port fail with a clear reason).
     pub fn with_network(mut self, backend: Arc<dyn crate::network::NetworkBackend>) -> Self {
         self.net = net::NetState::new(Some(backend), self.config.network_resync);
+        self
+    }
+
+    /// Gives the reconciler this node's volume pool (without one, desired volumes fail with a
+    /// clear reason).
+    pub fn with_volumes(mut self, backend: Arc<dyn crate::storage::VolumeBackend>) -> Self {
+        self.volumes = volumes::VolState::new(Some(backend), self.config.retry_after_failure);
         self
     }
 
@@ -219,6 +232,7 @@ impl Reconciler {
             tracing::error!(error = %e, "cannot write the reconciler state file");
         }
         self.net.converge(&desired, &actual).await;
+        self.volumes.converge(&desired).await;
         self.refresh_exit_notes(&actual).await;
         let notes: HashMap<&str, &str> = self
             .exit_notes
@@ -227,6 +241,7 @@ impl Reconciler {
             .collect();
         let mut observed = observe::observe(&desired, &actual, &self.failures, &notes);
         self.net.amend(&desired, &mut observed);
+        self.volumes.amend(&mut observed);
         Ok(Some(observed))
     }
 

@@ -227,12 +227,31 @@ async fn push_desired(
             return false;
         }
     };
+    let (volumes, delete_volumes) = if app.has_volumes(node.0) {
+        match app.store.node_volumes(node.0).await {
+            Ok((keep, delete)) => (
+                keep.into_iter()
+                    .map(|(id, gb)| pb::VolumeSpec {
+                        volume_id: id.to_string(),
+                        size_bytes: crate::store::to_u64(gb).saturating_mul(1 << 30),
+                    })
+                    .collect(),
+                delete.into_iter().map(|id| id.to_string()).collect(),
+            ),
+            Err(e) => {
+                tracing::error!(%node, error = %e, "cannot load the node's volumes; will retry");
+                return false;
+            }
+        }
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let doc = pb::DesiredState {
         generation: crate::store::to_u64(generation),
         instances,
         vpcs,
-        volumes: Vec::new(),
-        delete_volumes: Vec::new(),
+        volumes,
+        delete_volumes,
     };
     let count = doc.instances.len();
     if tx

@@ -8,6 +8,7 @@ mod middleware;
 mod network;
 mod nodes;
 mod page;
+mod volumes;
 
 use crate::app::App;
 use crate::error::Error;
@@ -65,6 +66,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/security-groups/{id}/rules",
             put(network::sg_replace_rules),
         )
+        .route("/volumes", get(volumes::list).post(volumes::create))
+        .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
         .route("/nodes", get(nodes::list))
         .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/{id}", get(nodes::get))

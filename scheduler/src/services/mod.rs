@@ -6,6 +6,7 @@ pub mod netcheck;
 pub mod network;
 pub mod nodes;
 pub mod validate;
+pub mod volumes;
 
 use cloud_api::ProjectId;
 use cloud_api::ids::ApiKeyId;

@@ -203,6 +203,31 @@ impl App {
         use crate::statuswriter::Write;
         let applied = observed.applied_generation;
         self.status_writer.send(Write::Applied(node, applied)).await;
+        if self.has_volumes(node.0) {
+            let seen = observed
+                .volumes
+                .iter()
+                .filter_map(|v| {
+                    let id = v.volume_id.parse::<uuid::Uuid>().ok()?;
+                    let s = match pb::VolumeState::try_from(v.state) {
+                        Ok(pb::VolumeState::VolumeAvailable) => crate::store::VolumeSeen::Available,
+                        Ok(pb::VolumeState::VolumeFailed) => {
+                            crate::store::VolumeSeen::Failed(v.reason.chars().take(500).collect())
+                        }
+                        // Orphans are kept by the agent and not the scheduler's: just note them.
+                        Ok(pb::VolumeState::VolumeOrphan) => {
+                            tracing::debug!(%node, volume = %v.volume_id, "orphan volume on node");
+                            return None;
+                        }
+                        _ => return None,
+                    };
+                    Some((id, s))
+                })
+                .collect();
+            self.store
+                .volumes_observe(node, crate::store::to_i64(applied), &seen)
+                .await?;
+        }
         let seen: HashMap<&str, &pb::InstanceObservation> = observed
             .instances
             .iter()

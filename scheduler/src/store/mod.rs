@@ -12,6 +12,7 @@ mod network;
 pub(crate) mod network_desired;
 mod nodes;
 mod placements;
+mod volumes;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
 pub use batch::{DeletionConfirm, ObservationWrite};
@@ -20,6 +21,7 @@ pub use network::{NewRule, RuleRecord, SecurityGroupRecord, SubnetRecord, VpcRec
 pub use network_desired::NodeNetwork;
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
+pub use volumes::{VolumeRecord, VolumeSeen};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -1,0 +1,30 @@
+//! Typed client calls for volumes.
+
+use crate::Method;
+use crate::client::{Client, ClientError};
+
+impl Client {
+    // ------------------------------------------------------------------ volumes
+
+    pub async fn volume_create(
+        &self,
+        req: &crate::CreateVolumeRequest,
+    ) -> Result<crate::Volume, ClientError> {
+        self.post_json(&["v1", "volumes"], req).await
+    }
+
+    pub async fn volume_list(&self) -> Result<Vec<crate::Volume>, ClientError> {
+        self.list_all(&["v1", "volumes"]).await
+    }
+
+    /// By id or name.
+    pub async fn volume_get(&self, volume: &str) -> Result<crate::Volume, ClientError> {
+        self.get_json(&["v1", "volumes", volume]).await
+    }
+
+    /// Starts the deletion (status `deleting`; gone once its node has deleted it).
+    pub async fn volume_delete(&self, volume: &str) -> Result<crate::Volume, ClientError> {
+        self.json(self.request(Method::DELETE, self.url(&["v1", "volumes", volume])))
+            .await
+    }
+}

@@ -1,0 +1,84 @@
+//! Node-local block volumes.
+
+use crate::ids::{NodeId, VolumeId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Largest volume, in GB.
+pub const MAX_VOLUME_GB: u64 = 16 * 1024;
+
+/// `POST /v1/volumes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolumeRequest {
+    pub name: String,
+    /// Size in GB (1 GB = 2^30 bytes), 1 to 16384.
+    pub size_gb: u64,
+    /// Put it on this node (id or name) instead of letting the scheduler choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Only on nodes with all these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeStatus {
+    Creating,
+    Available,
+    Attaching,
+    InUse,
+    Detaching,
+    Deleting,
+    Failed,
+}
+
+impl VolumeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Available => "available",
+            Self::Attaching => "attaching",
+            Self::InUse => "in-use",
+            Self::Detaching => "detaching",
+            Self::Deleting => "deleting",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => Self::Creating,
+            "available" => Self::Available,
+            "attaching" => Self::Attaching,
+            "in-use" => Self::InUse,
+            "detaching" => Self::Detaching,
+            "deleting" => Self::Deleting,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for VolumeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: VolumeId,
+    pub name: String,
+    pub size_gb: u64,
+    /// The node holding it (volumes are node-local).
+    pub node_id: Option<NodeId>,
+    pub node_name: Option<String>,
+    pub status: VolumeStatus,
+    pub status_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -1,0 +1,206 @@
+//! Volumes: validation, choosing a node whose pool holds the volume (pool capacity comes from
+//! the nodes' telemetry), and the lifecycle driven by the node's observations.
+
+use super::{Caller, validate};
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::store::{StoreError, VolumeRecord};
+use cloud_api::{CreateVolumeRequest, MAX_VOLUME_GB, NodeId, VolumeId};
+use std::collections::BTreeMap;
+
+const GIB: u64 = 1 << 30;
+
+impl App {
+    pub async fn volume_lookup(&self, caller: &Caller, id_or_name: &str) -> Result<VolumeRecord> {
+        let found = match id_or_name.parse::<VolumeId>() {
+            Ok(id) => self.store.volume_get(caller.project, id).await,
+            Err(_) => {
+                self.store
+                    .volume_get_by_name(caller.project, id_or_name)
+                    .await
+            }
+        };
+        found.map_err(|e| match e {
+            StoreError::NotFound => Error::NotFound(format!("volume {id_or_name:?} not found")),
+            other => other.into(),
+        })
+    }
+
+    pub async fn volume_list(
+        &self,
+        caller: &Caller,
+        after: Option<VolumeId>,
+        limit: u32,
+    ) -> Result<Vec<VolumeRecord>> {
+        Ok(self.store.volume_list(caller.project, after, limit).await?)
+    }
+
+    /// Validates, picks a node and records the volume (`creating`); the node's agent creates
+    /// it and the volume becomes `available` (or `failed` with the cause).
+    pub async fn volume_create(
+        &self,
+        caller: &Caller,
+        req: CreateVolumeRequest,
+    ) -> Result<VolumeRecord> {
+        validate::name("name", &req.name)?;
+        if !(1..=MAX_VOLUME_GB).contains(&req.size_gb) {
+            return Err(Error::Invalid(format!(
+                "size_gb: {} is out of range: must be between 1 and {MAX_VOLUME_GB}",
+                req.size_gb
+            )));
+        }
+        if self
+            .store
+            .volume_get_by_name(caller.project, &req.name)
+            .await
+            .is_ok()
+        {
+            return Err(Error::AlreadyExists(format!(
+                "a volume named {:?} already exists in this project",
+                req.name
+            )));
+        }
+        let pinned = match &req.node {
+            None => None,
+            Some(n) => Some(self.node_lookup(n).await.map_err(|e| match e {
+                Error::NotFound(_) => Error::Invalid(format!("node: node {n:?} not found")),
+                other => other,
+            })?),
+        };
+        // Candidates: ready nodes matching the request whose pool reports room; most free first.
+        let nodes = match pinned {
+            Some(n) => vec![n],
+            None => self.store.node_snapshot().await?,
+        };
+        let mut no_pool = 0usize;
+        let mut not_ready = 0usize;
+        let mut no_match = 0usize;
+        let mut too_small = Vec::new();
+        let mut candidates = Vec::new();
+        for n in nodes {
+            let node = &n.node;
+            if node.status != "ready" {
+                not_ready += 1;
+                continue;
+            }
+            if !selector_matches(&req.node_selector, &node.labels.0) {
+                no_match += 1;
+                continue;
+            }
+            let Some(pool) = self
+                .sessions
+                .usage(node.id.into())
+                .and_then(|u| u.volume_pool)
+            else {
+                no_pool += 1;
+                continue;
+            };
+            if pool.free_bytes < req.size_gb.saturating_mul(GIB) {
+                too_small.push(pool.free_bytes / GIB);
+                continue;
+            }
+            candidates.push((pool.free_bytes, NodeId(node.id), pool.total_bytes / GIB));
+        }
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let rec = VolumeRecord {
+            id: VolumeId::new().0,
+            project_id: caller.project.0,
+            name: req.name.clone(),
+            size_gb: i64::try_from(req.size_gb).unwrap_or(i64::MAX),
+            node_id: None,
+            node_name: None,
+            status: "creating".into(),
+            status_reason: None,
+            change_generation: 0,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let mut promised = 0usize;
+        for (_, node, pool_gb) in candidates {
+            match self
+                .store
+                .volume_insert(&rec, node, i64::try_from(pool_gb).unwrap_or(i64::MAX))
+                .await
+            {
+                Ok(()) => {
+                    self.volume_nodes_add(node.0);
+                    return self
+                        .store
+                        .volume_get(caller.project, VolumeId(rec.id))
+                        .await
+                        .map_err(Into::into);
+                }
+                Err(StoreError::Rejected(_)) => promised += 1,
+                Err(StoreError::Duplicate) => {
+                    return Err(Error::AlreadyExists(format!(
+                        "a volume named {:?} already exists in this project",
+                        req.name
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut why = Vec::new();
+        if no_pool > 0 {
+            why.push(format!("{no_pool} without a volume backend"));
+        }
+        if !too_small.is_empty() {
+            let best = too_small.iter().max().copied().unwrap_or(0);
+            why.push(format!(
+                "{} with less free (at most {best} GB)",
+                too_small.len()
+            ));
+        }
+        if promised > 0 {
+            why.push(format!(
+                "{promised} whose pool is already promised to other volumes"
+            ));
+        }
+        if not_ready > 0 {
+            why.push(format!("{not_ready} not ready"));
+        }
+        if no_match > 0 {
+            why.push(format!("{no_match} not matching node_selector"));
+        }
+        Err(Error::InsufficientCapacity(format!(
+            "no node can hold {} GB: {}",
+            req.size_gb,
+            if why.is_empty() {
+                "no nodes".to_string()
+            } else {
+                why.join(", ")
+            }
+        )))
+    }
+
+    /// Starts deleting a volume. Idempotent while it is being deleted.
+    pub async fn volume_delete(&self, caller: &Caller, id_or_name: &str) -> Result<VolumeRecord> {
+        let v = self.volume_lookup(caller, id_or_name).await?;
+        if v.status == "in-use" || v.status == "attaching" {
+            return Err(Error::Conflict(format!(
+                "volume {:?} is attached; detach it first",
+                v.name
+            )));
+        }
+        self.store
+            .volume_delete(caller.project, VolumeId(v.id))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => Error::NotFound(format!("volume {id_or_name:?} not found")),
+                other => other.into(),
+            })?;
+        self.volume_lookup(caller, &VolumeId(v.id).to_string())
+            .await
+            .or(Ok(VolumeRecord {
+                status: "deleting".into(),
+                ..v
+            }))
+    }
+}
+
+fn selector_matches(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

@@ -1,0 +1,270 @@
+//! Volumes: node-local disks. Creating or deleting one bumps its node's generation (the node
+//! is told in its desired state) and stamps the volume with it, so an observation older than
+//! the change never completes it.
+
+use super::{Store, StoreError, StoreResult, in_tx, on_pool};
+use chrono::{DateTime, Utc};
+use cloud_api::{NodeId, ProjectId, VolumeId};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VolumeRecord {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub size_gb: i64,
+    pub node_id: Option<Uuid>,
+    pub node_name: Option<String>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub change_generation: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A volume as its node's agent reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSeen {
+    Available,
+    Failed(String),
+}
+
+macro_rules! select_volumes {
+    ($tail:literal) => {
+        concat!(
+            "SELECT v.id, v.project_id, v.name, v.size_gb, v.node_id, n.name AS node_name, v.status, ",
+            "v.status_reason, v.change_generation, v.created_at, v.updated_at ",
+            "FROM volumes v LEFT JOIN nodes n ON n.id = v.node_id ",
+            $tail
+        )
+    };
+}
+
+impl Store {
+    /// Records a new volume on `node` if the node's pool (`pool_gb`) still holds it next to
+    /// the node's other volumes; `Rejected` otherwise. The node row is locked first, so two
+    /// creates cannot both take the last room.
+    pub async fn volume_insert(
+        &self,
+        v: &VolumeRecord,
+        node: NodeId,
+        pool_gb: i64,
+    ) -> StoreResult<()> {
+        in_tx!(self, tx => {
+            let generation: Option<(i64,)> = sqlx::query_as(
+                "UPDATE nodes SET generation = generation + 1 WHERE id = $1 AND status = 'ready' RETURNING generation",
+            )
+            .bind(node.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((generation,)) = generation else {
+                return Err(StoreError::Rejected("the node is not ready".into()));
+            };
+            let used: (Option<i64>,) = sqlx::query_as(
+                "SELECT CAST(SUM(size_gb) AS BIGINT) FROM volumes WHERE node_id = $1",
+            )
+            .bind(node.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            let used = used.0.unwrap_or(0);
+            if used + v.size_gb > pool_gb {
+                return Err(StoreError::Rejected(format!(
+                    "{} GB of its {pool_gb} GB pool are already promised",
+                    used
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO volumes (id, project_id, name, size_gb, node_id, status, status_reason,
+                    change_generation, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'creating', NULL, $6, $7, $7)",
+            )
+            .bind(v.id)
+            .bind(v.project_id)
+            .bind(&v.name)
+            .bind(v.size_gb)
+            .bind(node.0)
+            .bind(generation)
+            .bind(v.created_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })?;
+        self.wake(&[node.0]);
+        Ok(())
+    }
+
+    pub async fn volume_get(&self, project: ProjectId, id: VolumeId) -> StoreResult<VolumeRecord> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_volumes!("WHERE v.project_id = $1 AND v.id = $2"))
+            .bind(project.0)
+            .bind(id.0)
+            .fetch_one(p)
+            .await?))
+    }
+
+    pub async fn volume_get_by_name(
+        &self,
+        project: ProjectId,
+        name: &str,
+    ) -> StoreResult<VolumeRecord> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_volumes!("WHERE v.project_id = $1 AND v.name = $2"))
+            .bind(project.0)
+            .bind(name)
+            .fetch_one(p)
+            .await?))
+    }
+
+    pub async fn volume_list(
+        &self,
+        project: ProjectId,
+        after: Option<VolumeId>,
+        limit: u32,
+    ) -> StoreResult<Vec<VolumeRecord>> {
+        on_pool!(self, p => Ok(sqlx::query_as(select_volumes!(
+            "WHERE v.project_id = $1 AND ($2 IS NULL OR v.id > $2) ORDER BY v.id LIMIT $3"
+        ))
+        .bind(project.0)
+        .bind(after.map(|a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// Starts deleting a volume (its node is told); a volume without a node goes at once.
+    /// Idempotent while it is being deleted.
+    pub async fn volume_delete(&self, project: ProjectId, id: VolumeId) -> StoreResult<()> {
+        let now = Utc::now();
+        let node = in_tx!(self, tx => {
+            let row: Option<(Option<Uuid>, String)> = sqlx::query_as(
+                "SELECT node_id, status FROM volumes WHERE project_id = $1 AND id = $2",
+            )
+            .bind(project.0)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((node, status)) = row else { return Err(StoreError::NotFound) };
+            if status == "deleting" {
+                return Ok(None);
+            }
+            let Some(node) = node else {
+                sqlx::query("DELETE FROM volumes WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
+                return Ok(None);
+            };
+            let (generation,): (i64,) = sqlx::query_as(
+                "UPDATE nodes SET generation = generation + 1 WHERE id = $1 RETURNING generation",
+            )
+            .bind(node)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE volumes SET status = 'deleting', status_reason = NULL, change_generation = $2, updated_at = $3
+                 WHERE id = $1",
+            )
+            .bind(id.0)
+            .bind(generation)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Some(node))
+        })?;
+        if let Some(n) = node {
+            self.wake(&[n]);
+        }
+        Ok(())
+    }
+
+    /// What a node must have and delete: (volume, size GB) and volumes being deleted.
+    pub async fn node_volumes(&self, node: Uuid) -> StoreResult<(Vec<(Uuid, i64)>, Vec<Uuid>)> {
+        let rows: Vec<(Uuid, i64, String)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, size_gb, status FROM volumes WHERE node_id = $1 ORDER BY id",
+        )
+        .bind(node)
+        .fetch_all(p)
+        .await?);
+        let mut keep = Vec::new();
+        let mut delete = Vec::new();
+        for (id, size, status) in rows {
+            if status == "deleting" {
+                delete.push(id);
+            } else {
+                keep.push((id, size));
+            }
+        }
+        Ok((keep, delete))
+    }
+
+    /// Nodes holding at least one volume (the sessions read volumes only for these).
+    pub async fn nodes_with_volumes(&self) -> StoreResult<Vec<Uuid>> {
+        let rows: Vec<(Uuid,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT DISTINCT node_id FROM volumes WHERE node_id IS NOT NULL",
+        )
+        .fetch_all(p)
+        .await?);
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Applies a node's volume observations (`applied` = the desired generation it answers):
+    /// creates complete or fail, deletions complete when the volume is no longer reported.
+    pub async fn volumes_observe(
+        &self,
+        node: NodeId,
+        applied: i64,
+        seen: &std::collections::HashMap<Uuid, VolumeSeen>,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        let rows: Vec<(Uuid, String, Option<String>, i64)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, status, status_reason, change_generation FROM volumes WHERE node_id = $1",
+        )
+        .bind(node.0)
+        .fetch_all(p)
+        .await?);
+        for (id, status, reason, change) in rows {
+            if change > applied {
+                continue; // the node has not seen the last change yet
+            }
+            let obs = seen.get(&id);
+            if status == "deleting" {
+                if obs.is_none() {
+                    on_pool!(self, p => sqlx::query("DELETE FROM volumes WHERE id = $1 AND status = 'deleting'")
+                        .bind(id)
+                        .execute(p)
+                        .await
+                        .map(|_| ())?);
+                } else if let Some(VolumeSeen::Failed(r)) = obs
+                    && reason.as_deref() != Some(r.as_str())
+                {
+                    self.volume_set_status(id, "deleting", Some(r), now).await?;
+                }
+                continue;
+            }
+            let (want, want_reason) = match obs {
+                Some(VolumeSeen::Available) => ("available", None),
+                Some(VolumeSeen::Failed(r)) => ("failed", Some(r.as_str())),
+                None => continue,
+            };
+            if status != want || reason.as_deref() != want_reason {
+                self.volume_set_status(id, want, want_reason, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn volume_set_status(
+        &self,
+        id: Uuid,
+        status: &str,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE volumes SET status = $2, status_reason = $3, updated_at = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(reason)
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|_| ())?);
+        Ok(())
+    }
+}

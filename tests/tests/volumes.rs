@@ -1,0 +1,154 @@
+//! Volumes through the public API with real schedulers and agents (fake container runtime and
+//! in-memory volume backend): validation, node choice by pool capacity, the lifecycle
+//! creating → available → deleting → gone, and orphans left alone. SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
+
+use cloud_agent::storage::{FakeVolumes, VolumeBackend};
+use cloud_api::{ClientError, CreateVolumeRequest, VolumeStatus};
+use cloud_tests::{Cluster, wait_for};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn req(name: &str, size_gb: u64) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: name.into(),
+        size_gb,
+        node: None,
+        node_selector: Default::default(),
+    }
+}
+
+fn status(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match r {
+        Err(e) => (e.status().unwrap_or(0), e.to_string()),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+async fn pooled_node(c: &Cluster, name: &str, gb: u64) -> (cloud_agent::AgentHandle, FakeVolumes) {
+    let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
+        "local/busybox:latest",
+    ]));
+    let volumes = FakeVolumes::new(gb << 30);
+    let mut cfg = c.agent_config(name);
+    cfg.volumes = Some(Arc::new(volumes.clone()));
+    let agent = cloud_agent::start(cfg, runtime).await.unwrap();
+    c.wait_node_ready(name).await;
+    let client = c.client();
+    let n = name.to_string();
+    wait_for("pool reported", Duration::from_secs(15), || {
+        let (client, n) = (client.clone(), n.clone());
+        async move { client.node_get(&n).await.ok()?.usage?.volume_pool }
+    })
+    .await;
+    (agent, volumes)
+}
+
+async fn lifecycle(c: &Cluster) {
+    let (_big, vols) = pooled_node(c, "big", 100).await;
+    let _plain = c.fake_node("plain").await;
+    let client = c.client();
+
+    let v = client.volume_create(&req("data", 10)).await.unwrap();
+    assert_eq!(v.status, VolumeStatus::Creating);
+    assert_eq!(v.node_name.as_deref(), Some("big"));
+    let id = v.id.to_string();
+    let v = wait_for("volume available", Duration::from_secs(15), || {
+        let client = client.clone();
+        async move {
+            let v = client.volume_get("data").await.ok()?;
+            (v.status == VolumeStatus::Available).then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(v.size_gb, 10);
+    assert_eq!(vols.get(&id).await.unwrap().size_bytes, 10 << 30);
+
+    // Bad input and impossible requests change nothing.
+    for (r, code, says) in [
+        (req("zero", 0), 422, "size_gb"),
+        (req("huge", 20_000), 422, "size_gb"),
+        (req("Bad Name", 1), 422, "name"),
+        (req("data", 1), 409, "already exists"),
+        (req("toobig", 95), 409, "no node can hold 95 GB"),
+        (
+            CreateVolumeRequest {
+                node: Some("plain".into()),
+                ..req("pinned", 1)
+            },
+            409,
+            "without a volume backend",
+        ),
+        (
+            CreateVolumeRequest {
+                node: Some("ghost".into()),
+                ..req("pinned", 1)
+            },
+            422,
+            "node",
+        ),
+        (
+            CreateVolumeRequest {
+                node_selector: [("zone".into(), "x".into())].into(),
+                ..req("sel", 1)
+            },
+            409,
+            "node_selector",
+        ),
+    ] {
+        let (s, m) = status(client.volume_create(&r).await);
+        assert_eq!(s, code, "{}: {m}", r.name);
+        assert!(m.contains(says), "{}: {m}", r.name);
+    }
+    assert_eq!(
+        client.volume_list().await.unwrap().len(),
+        1,
+        "no half-made volume"
+    );
+
+    // An orphan (on the node, unknown to the scheduler) is left alone.
+    let orphan = uuid::Uuid::now_v7().to_string();
+    vols.create(&orphan, 1 << 30).await.unwrap();
+
+    // Delete: deleting, then gone; the node's backend no longer has it.
+    let d = client.volume_delete("data").await.unwrap();
+    assert_eq!(d.status, VolumeStatus::Deleting);
+    wait_for("volume gone", Duration::from_secs(15), || {
+        let client = client.clone();
+        async move {
+            client
+                .volume_get("data")
+                .await
+                .err()
+                .filter(|e| e.status() == Some(404))
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert!(vols.get(&id).await.is_err(), "deleted on the node");
+    assert!(
+        vols.get(&orphan).await.is_ok(),
+        "the orphan was not deleted"
+    );
+    let (s, _) = status(client.volume_delete("data").await);
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn volume_lifecycle_on_sqlite() {
+    let c = Cluster::start().await;
+    lifecycle(&c).await;
+}
+
+#[tokio::test]
+async fn volume_lifecycle_on_postgres() {
+    let Some(url) = cloud_tests::postgres_scratch_url().await else {
+        return;
+    };
+    let db = url.clone();
+    let mut c = Cluster::start_with(move |cfg| cfg.database_url = Some(db)).await;
+    lifecycle(&c).await;
+    c.stop_scheduler().await;
+    cloud_tests::postgres_drop(&url).await;
+}
