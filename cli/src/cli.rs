@@ -3,6 +3,7 @@
 use crate::cli_network::{
     InstanceSgCmd, SgCmd, SubnetCmd, SubnetRef, VpcCmd, parse_ipv4, parse_subnet_ref,
 };
+use crate::cli_volume::VolumeCmd;
 use crate::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
 use cloud_api::{
@@ -17,8 +18,8 @@ use std::time::Duration;
 #[command(
     name = "cloud",
     version,
-    about = "Command-line client of The Cloud: launch and manage instances and their networks, \
-        inspect nodes",
+    about = "Command-line client of The Cloud: launch and manage instances, their networks and \
+        volumes, inspect nodes",
     long_about = "Command-line client of The Cloud, a self-hosted cloud platform.\n\n\
         It talks to the scheduler's REST API. The endpoint and API key come from, in order: \
         the --api-url/--api-key flags, the CLOUD_API_URL/CLOUD_API_KEY environment variables, \
@@ -33,6 +34,7 @@ use std::time::Duration;
         cloud subnet create web --vpc prod --cidr 10.10.1.0/24\n  \
         cloud sg create ssh --rule ingress:tcp:22:0.0.0.0/0\n  \
         cloud instance launch --image local/busybox:latest --subnet prod/web --sg ssh -- sleep 3600\n  \
+        cloud volume create data --size 10G\n  \
         cloud -o json node list"
 )]
 pub struct Cli {
@@ -113,6 +115,17 @@ pub enum Command {
             A rule SPEC is DIRECTION:PROTOCOL:PORTS:REMOTE; see `cloud sg create --help`."
     )]
     Sg(SgCmd),
+    /// Create, list, inspect and remove volumes (node-local block storage).
+    #[command(
+        subcommand,
+        visible_alias = "volumes",
+        after_help = "Examples:\n  \
+            cloud volume create data --size 10G\n  \
+            cloud volume list\n  \
+            cloud volume show data\n  \
+            cloud volume rm data"
+    )]
+    Volume(VolumeCmd),
     /// Show or change the CLI's configuration (API endpoint and key).
     #[command(subcommand)]
     Config(ConfigCmd),

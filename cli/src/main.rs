@@ -6,15 +6,18 @@
 
 mod cli;
 mod cli_network;
+mod cli_volume;
 mod commands;
 mod config;
 mod errors;
 mod output;
 mod output_network;
+mod output_volume;
 mod rulespec;
 #[cfg(test)]
 mod testutil;
 mod wait;
+mod wait_volume;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cloud_api::{
     Instance, InstanceId, InstanceKind, InstanceStatus, Node, NodeId, NodeStatus, Resources,
-    RestartPolicy, RunState, SecurityGroup, SecurityGroupId, Subnet, SubnetId, Vpc, VpcId,
+    RestartPolicy, RunState, SecurityGroup, SecurityGroupId, Subnet, SubnetId, Volume, VolumeId,
+    VolumeStatus, Vpc, VpcId,
 };
 use std::collections::BTreeMap;
 
@@ -107,5 +108,20 @@ pub fn security_group(name: &str, specs: &[&str]) -> SecurityGroup {
             .map(|s| crate::rulespec::parse_rule(s).unwrap())
             .collect(),
         created_at: now() - Duration::hours(1),
+    }
+}
+
+/// A volume on node-1, created `age_s` seconds ago.
+pub fn volume(name: &str, size_gb: u64, status: VolumeStatus, age_s: i64) -> Volume {
+    Volume {
+        id: VolumeId::new(),
+        name: name.into(),
+        size_gb,
+        node_id: Some(NodeId::new()),
+        node_name: Some("node-1".into()),
+        status,
+        status_reason: None,
+        created_at: now() - Duration::seconds(age_s),
+        updated_at: now() - Duration::seconds(1),
     }
 }

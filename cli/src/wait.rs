@@ -211,7 +211,7 @@ where
 }
 
 /// Progress is best effort: a closed stderr must not fail the command.
-fn write(log: &mut dyn Write, text: &str) {
+pub fn write(log: &mut dyn Write, text: &str) {
     let _ = log.write_all(text.as_bytes());
     let _ = log.flush();
 }

@@ -5,6 +5,7 @@ pub mod instance;
 pub mod node;
 pub mod sg;
 pub mod subnet;
+pub mod volume;
 pub mod vpc;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -57,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Vpc(cmd) => vpc::run(&ctx, cmd).await,
         Command::Subnet(cmd) => subnet::run(&ctx, cmd).await,
         Command::Sg(cmd) => sg::run(&ctx, cmd).await,
+        Command::Volume(cmd) => volume::run(&ctx, cmd).await,
         Command::Config(cmd) => config::run(&ctx, cmd),
     }
 }
