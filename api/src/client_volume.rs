@@ -27,4 +27,17 @@ impl Client {
         self.json(self.request(Method::DELETE, self.url(&["v1", "volumes", volume])))
             .await
     }
+
+    /// Grows a volume (its node grows the disk and, when formatted, the filesystem).
+    pub async fn volume_resize(
+        &self,
+        volume: &str,
+        size_gb: u64,
+    ) -> Result<crate::Volume, ClientError> {
+        self.post_json(
+            &["v1", "volumes", volume, "resize"],
+            &crate::ResizeVolumeRequest { size_gb },
+        )
+        .await
+    }
 }

@@ -29,7 +29,7 @@ pub use network::{
 };
 pub use node::{CreateJoinTokenRequest, JoinToken};
 pub use node::{HostUsage, Node, NodeStatus, Resources, VolumePool};
-pub use volume::{CreateVolumeRequest, MAX_VOLUME_GB, Volume, VolumeStatus};
+pub use volume::{CreateVolumeRequest, MAX_VOLUME_GB, ResizeVolumeRequest, Volume, VolumeStatus};
 
 use serde::{Deserialize, Serialize};
 

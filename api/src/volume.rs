@@ -24,6 +24,14 @@ pub struct CreateVolumeRequest {
     pub node_selector: BTreeMap<String, String>,
 }
 
+/// `POST /v1/volumes/{id}/resize`: grow only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeVolumeRequest {
+    /// The new size in GB; larger than the current one.
+    pub size_gb: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VolumeStatus {

@@ -34,6 +34,20 @@ pub enum VolumeCmd {
         after_help = "Examples:\n  cloud volume rm data\n  cloud volume rm data --no-wait"
     )]
     Rm(VolumeRmArgs),
+    /// Grow a volume (never shrinks): its node grows the disk and, when it is formatted, the
+    /// filesystem.
+    #[command(after_help = "Example:\n  cloud volume resize data --size 20G")]
+    Resize(VolumeResizeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VolumeResizeArgs {
+    /// Volume name or id.
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
+    /// The new size, larger than the current one: 20G, 20Gi, 1T or a bare number of GB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_gb)]
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -107,6 +107,29 @@ async fn lifecycle(c: &Cluster) {
         "no half-made volume"
     );
 
+    // Grow only; the node grows the disk.
+    let g = client.volume_resize("data", 12).await.unwrap();
+    assert_eq!(g.size_gb, 12);
+    wait_for("volume grown on the node", Duration::from_secs(15), || {
+        let (vols, id) = (vols.clone(), id.clone());
+        async move { (vols.get(&id).await.ok()?.size_bytes == 12 << 30).then_some(()) }
+    })
+    .await;
+    for (gb, code, says) in [
+        (12, 422, "only grow"),
+        (8, 422, "only grow"),
+        (500, 409, "cannot hold"),
+    ] {
+        let (s, m) = status(client.volume_resize("data", gb).await);
+        assert_eq!(s, code, "{gb}: {m}");
+        assert!(m.contains(says), "{gb}: {m}");
+    }
+    assert_eq!(
+        client.volume_get("data").await.unwrap().size_gb,
+        12,
+        "refusals changed nothing"
+    );
+
     // An orphan (on the node, unknown to the scheduler) is left alone.
     let orphan = uuid::Uuid::now_v7().to_string();
     vols.create(&orphan, 1 << 30).await.unwrap();

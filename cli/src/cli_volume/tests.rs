@@ -229,7 +229,7 @@ fn every_volume_command_has_help_with_an_example() {
         assert!(help.contains("--output"), "{path}: no -o:\n{help}");
         checked += 1;
     }
-    assert_eq!(checked, 4, "create, list, show, rm");
+    assert_eq!(checked, 5, "create, list, show, rm, resize");
     let help = group
         .find_subcommand("create")
         .map(|c| c.clone().render_long_help().to_string())
@@ -237,4 +237,16 @@ fn every_volume_command_has_help_with_an_example() {
     for flag in ["--size", "--node", "--selector", "--no-wait", "--timeout"] {
         assert!(help.contains(flag), "{flag}: {help}");
     }
+}
+
+#[test]
+fn resize_parses_sizes_and_needs_one() {
+    match command(&["volume", "resize", "data", "--size", "20Gi"]) {
+        Command::Volume(VolumeCmd::Resize(a)) => {
+            assert_eq!((a.volume.as_str(), a.size), ("data", 20));
+        }
+        other => panic!("not a resize: {other:?}"),
+    }
+    usage_error(&["volume", "resize", "data"]);
+    assert!(usage_error(&["volume", "resize", "data", "--size", "0"]).contains("at least 1G"));
 }

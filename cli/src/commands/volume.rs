@@ -33,6 +33,10 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
             let v = rm(&client, &args).await?;
             render_removed(ctx.output, &v)?
         }
+        VolumeCmd::Resize(args) => {
+            let v = client.volume_resize(&args.volume, args.size).await?;
+            render_volume(ctx.output, &v, now)?
+        }
     };
     emit(&text)
 }

@@ -68,6 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/volumes", get(volumes::list).post(volumes::create))
         .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
+        .route("/volumes/{id}/resize", post(volumes::resize))
         .route("/nodes", get(nodes::list))
         .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/{id}", get(nodes::get))

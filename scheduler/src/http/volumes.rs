@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use cloud_api::{CreateVolumeRequest, Page, PageQuery, Volume, VolumeId};
+use cloud_api::{CreateVolumeRequest, Page, PageQuery, ResizeVolumeRequest, Volume, VolumeId};
 use std::sync::Arc;
 
 pub async fn list(
@@ -55,4 +55,15 @@ pub async fn delete(
 ) -> ApiResult<impl IntoResponse> {
     let v = views::volume(app.volume_delete(&caller, &id).await?)?;
     Ok((StatusCode::ACCEPTED, Json(v)))
+}
+
+pub async fn resize(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+    ApiJson(req): ApiJson<ResizeVolumeRequest>,
+) -> ApiResult<Json<Volume>> {
+    Ok(Json(views::volume(
+        app.volume_resize(&caller, &id, req.size_gb).await?,
+    )?))
 }

@@ -173,6 +173,45 @@ impl App {
         )))
     }
 
+    /// Grows a volume; its node grows the disk (and the filesystem when formatted).
+    pub async fn volume_resize(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        size_gb: u64,
+    ) -> Result<VolumeRecord> {
+        let v = self.volume_lookup(caller, id_or_name).await?;
+        if !(1..=MAX_VOLUME_GB).contains(&size_gb) {
+            return Err(Error::Invalid(format!(
+                "size_gb: {size_gb} is out of range: must be between 1 and {MAX_VOLUME_GB}"
+            )));
+        }
+        let Some(node) = v.node_id else {
+            return Err(Error::Conflict(format!("volume {:?} has no node", v.name)));
+        };
+        let pool_gb = self
+            .sessions
+            .usage(node.into())
+            .and_then(|u| u.volume_pool)
+            .map(|p| p.total_bytes / GIB)
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "volume {:?}: its node has not reported its volume pool; retry shortly",
+                    v.name
+                ))
+            })?;
+        self.store
+            .volume_grow(
+                caller.project,
+                VolumeId(v.id),
+                i64::try_from(size_gb).unwrap_or(i64::MAX),
+                i64::try_from(pool_gb).unwrap_or(i64::MAX),
+            )
+            .await?;
+        self.volume_lookup(caller, &VolumeId(v.id).to_string())
+            .await
+    }
+
     /// Starts deleting a volume. Idempotent while it is being deleted.
     pub async fn volume_delete(&self, caller: &Caller, id_or_name: &str) -> Result<VolumeRecord> {
         let v = self.volume_lookup(caller, id_or_name).await?;

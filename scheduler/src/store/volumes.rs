@@ -129,6 +129,66 @@ impl Store {
         .await?))
     }
 
+    /// Grows a volume to `size_gb` if its node's pool (`pool_gb`) still holds the difference;
+    /// its node is told (generation bump). `Rejected` when it does not fit or is not larger.
+    pub async fn volume_grow(
+        &self,
+        project: ProjectId,
+        id: VolumeId,
+        size_gb: i64,
+        pool_gb: i64,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        let node = in_tx!(self, tx => {
+            let row: Option<(Option<Uuid>, i64, String)> = sqlx::query_as(
+                "SELECT node_id, size_gb, status FROM volumes WHERE project_id = $1 AND id = $2",
+            )
+            .bind(project.0)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((Some(node), current, status)) = row else { return Err(StoreError::NotFound) };
+            if status == "deleting" {
+                return Err(StoreError::InUse("the volume is being deleted".into()));
+            }
+            if size_gb <= current {
+                return Err(StoreError::Rejected(format!(
+                    "size_gb: volumes only grow: {size_gb} is not larger than the current {current}"
+                )));
+            }
+            let (generation,): (i64,) = sqlx::query_as(
+                "UPDATE nodes SET generation = generation + 1 WHERE id = $1 RETURNING generation",
+            )
+            .bind(node)
+            .fetch_one(&mut *tx)
+            .await?;
+            let used: (Option<i64>,) = sqlx::query_as(
+                "SELECT CAST(SUM(size_gb) AS BIGINT) FROM volumes WHERE node_id = $1",
+            )
+            .bind(node)
+            .fetch_one(&mut *tx)
+            .await?;
+            let used = used.0.unwrap_or(0);
+            if used - current + size_gb > pool_gb {
+                return Err(StoreError::InUse(format!(
+                    "the node's pool cannot hold {size_gb} GB: {used} GB of its {pool_gb} GB are already promised"
+                )));
+            }
+            sqlx::query(
+                "UPDATE volumes SET size_gb = $2, change_generation = $3, updated_at = $4 WHERE id = $1",
+            )
+            .bind(id.0)
+            .bind(size_gb)
+            .bind(generation)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(node)
+        })?;
+        self.wake(&[node]);
+        Ok(())
+    }
+
     /// Starts deleting a volume (its node is told); a volume without a node goes at once.
     /// Idempotent while it is being deleted.
     pub async fn volume_delete(&self, project: ProjectId, id: VolumeId) -> StoreResult<()> {
