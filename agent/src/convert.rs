@@ -50,6 +50,11 @@ fn spec_from_pb(s: pb::InstanceSpec) -> InstanceSpec {
         desired,
         kind: s.kind,
         change_generation: s.change_generation,
+        mounts: s
+            .mounts
+            .iter()
+            .map(|m| (m.volume_id.clone(), m.mount_path.clone()))
+            .collect(),
         network: s
             .network
             .as_ref()
@@ -83,6 +88,7 @@ pub fn observed_to_pb(o: &ObservedState) -> pb::ObservedState {
                 } as i32,
                 size_bytes: v.size_bytes,
                 reason: v.reason.clone(),
+                instance_id: v.instance_id.clone(),
             })
             .collect(),
     }
@@ -197,6 +203,7 @@ mod tests {
                 state: crate::model::VolumeState::Orphan,
                 size_bytes: 1 << 30,
                 reason: String::new(),
+                instance_id: "i".into(),
             }],
         };
         let p = observed_to_pb(&o);

@@ -43,6 +43,8 @@ pub struct InstanceSpec {
     pub kind: String,
     /// Node generation at which this instance's desired state last changed.
     pub change_generation: u64,
+    /// Volumes bind-mounted into the container: (volume id, path inside).
+    pub mounts: Vec<(String, String)>,
     /// Its port in a VPC, or why the one the scheduler sent is unusable.
     pub network: Option<Result<crate::network::NetworkAttachment, String>>,
 }
@@ -101,6 +103,8 @@ pub struct VolumeObservation {
     pub state: VolumeState,
     pub size_bytes: u64,
     pub reason: String,
+    /// The instance whose container mounts it (empty: none).
+    pub instance_id: String,
 }
 
 /// Observed lifecycle state of one instance.

@@ -90,6 +90,7 @@ fn spec(id: &str, command: &[&str], desired: RunState, cg: u64) -> InstanceSpec 
         desired,
         kind: "container".into(),
         change_generation: cg,
+        mounts: Vec::new(),
         network: None,
     }
 }

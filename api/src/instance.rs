@@ -250,6 +250,9 @@ pub struct CreateInstanceRequest {
     /// Security groups (ids or names) of the instance's port.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<String>,
+    /// Volumes to mount; the instance then runs on their node (volumes are node-local).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::VolumeMount>,
 }
 
 /// An instance as the API shows it.
@@ -278,6 +281,9 @@ pub struct Instance {
     pub mac: Option<String>,
     #[serde(default)]
     pub security_groups: Vec<crate::SecurityGroupId>,
+    /// Mounted volumes (`volume` holds the id).
+    #[serde(default)]
+    pub volumes: Vec<crate::VolumeMount>,
     /// What the user asked for (`running` or `stopped`).
     pub desired_state: RunState,
     pub status: InstanceStatus,

@@ -77,6 +77,16 @@ impl fmt::Display for VolumeStatus {
     }
 }
 
+/// A volume in an instance: `POST /v1/instances` takes `volumes: [{volume, mount_path}]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// The volume (id or name on input; id on output).
+    pub volume: String,
+    /// Absolute path inside the container, e.g. `/data`.
+    pub mount_path: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub id: VolumeId,
@@ -87,6 +97,11 @@ pub struct Volume {
     pub node_name: Option<String>,
     pub status: VolumeStatus,
     pub status_reason: Option<String>,
+    /// The instance it is attached to, and where.
+    #[serde(default)]
+    pub instance_id: Option<crate::InstanceId>,
+    #[serde(default)]
+    pub mount_path: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -321,6 +321,10 @@ pub struct LaunchArgs {
     /// Security group (name or id) of the instance (repeatable).
     #[arg(long = "sg", value_name = "SG")]
     pub security_groups: Vec<String>,
+    /// Mount a volume: VOLUME:/path (name or id; repeatable). The instance then runs on the
+    /// volume's node.
+    #[arg(long = "volume", short = 'v', value_name = "VOLUME:/PATH", value_parser = parse_volume_mount)]
+    pub volumes: Vec<cloud_api::VolumeMount>,
     #[command(flatten)]
     pub wait: WaitArgs,
     /// Command and arguments, after `--` (the image's default command when absent).
@@ -358,6 +362,7 @@ impl LaunchArgs {
             subnet_id: self.subnet.as_ref().and_then(SubnetRef::id),
             private_ip: self.private_ip.clone(),
             security_groups: self.security_groups.clone(),
+            volumes: self.volumes.clone(),
         }
     }
 }
@@ -426,6 +431,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(err());
     }
     Ok(Duration::from_millis((v * scale_ms).round() as u64))
+}
+
+/// `VOLUME:/path` for `--volume`.
+pub fn parse_volume_mount(s: &str) -> Result<cloud_api::VolumeMount, String> {
+    match s.split_once(':') {
+        Some((volume, path)) if !volume.is_empty() && path.starts_with('/') && path.len() > 1 => {
+            Ok(cloud_api::VolumeMount {
+                volume: volume.to_owned(),
+                mount_path: path.to_owned(),
+            })
+        }
+        _ => Err(format!(
+            "{s:?}: expected VOLUME:/path, e.g. data:/var/lib/data"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -268,6 +268,14 @@ pub fn instance_detail(i: &Instance, now: DateTime<Utc>, names: &GroupNames) -> 
             ("Security groups", group_list(&i.security_groups, names)),
         ]);
     }
+    if !i.volumes.is_empty() {
+        let list: Vec<String> = i
+            .volumes
+            .iter()
+            .map(|m| format!("{} at {}", m.volume, m.mount_path))
+            .collect();
+        rows.push(("Volumes", list.join(", ")));
+    }
     rows.extend([
         ("Runtime ID", or_dash(i.runtime_id.as_deref())),
         ("Started", timestamp(i.started_at, now)),

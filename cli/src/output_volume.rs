@@ -57,6 +57,14 @@ pub fn volume_detail(v: &Volume, now: DateTime<Utc>) -> String {
         ("Node", node),
         ("Status", v.status.to_string()),
         ("Status reason", reason),
+        (
+            "Mounted in",
+            match (&v.instance_id, &v.mount_path) {
+                (Some(i), Some(p)) => format!("{i} at {p}"),
+                (Some(i), None) => i.to_string(),
+                _ => "-".into(),
+            },
+        ),
         ("Created", timestamp(Some(v.created_at), now)),
         ("Updated", timestamp(Some(v.updated_at), now)),
     ])

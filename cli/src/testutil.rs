@@ -33,6 +33,7 @@ pub fn instance(name: &str, status: InstanceStatus, age_s: i64) -> Instance {
         private_ip: None,
         mac: None,
         security_groups: Vec::new(),
+        volumes: Vec::new(),
         desired_state: RunState::Running,
         status,
         status_reason: None,
@@ -121,6 +122,8 @@ pub fn volume(name: &str, size_gb: u64, status: VolumeStatus, age_s: i64) -> Vol
         node_name: Some("node-1".into()),
         status,
         status_reason: None,
+        instance_id: None,
+        mount_path: None,
         created_at: now() - Duration::seconds(age_s),
         updated_at: now() - Duration::seconds(1),
     }

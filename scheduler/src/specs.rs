@@ -35,6 +35,8 @@ pub fn base_spec(r: &InstanceRecord) -> pb::InstanceSpec {
         desired: pb::RunState::Unspecified as i32,
         kind: r.kind.clone(),
         change_generation: 0,
+        // Filled per push for nodes holding volumes.
+        mounts: Vec::new(),
         // A marker with the immutable part of the port; `netdesired` completes it per push
         // (security group rules change).
         network: match (&r.subnet_id, &r.private_ip, &r.mac) {

@@ -16,6 +16,7 @@ fn corrupt(what: &str, v: &str) -> Error {
 pub fn instance(
     r: InstanceRecord,
     groups: Vec<uuid::Uuid>,
+    mounts: Vec<cloud_api::VolumeMount>,
     sessions: &Sessions,
 ) -> Result<Instance> {
     let usage = r
@@ -61,6 +62,7 @@ pub fn instance(
         private_ip: r.private_ip,
         mac: r.mac,
         security_groups: groups.into_iter().map(Into::into).collect(),
+        volumes: mounts,
     })
 }
 
@@ -161,6 +163,8 @@ pub fn volume(r: crate::store::VolumeRecord) -> Result<cloud_api::Volume> {
         node_id: r.node_id.map(Into::into),
         node_name: r.node_name,
         status_reason: r.status_reason,
+        instance_id: r.instance_id.map(Into::into),
+        mount_path: r.mount_path,
         created_at: r.created_at,
         updated_at: r.updated_at,
     })

@@ -321,6 +321,7 @@ pub fn busybox(name: &str, command: &[&str]) -> cloud_api::CreateInstanceRequest
         subnet_id: None,
         private_ip: None,
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 

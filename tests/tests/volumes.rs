@@ -27,13 +27,26 @@ fn status(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
 }
 
 async fn pooled_node(c: &Cluster, name: &str, gb: u64) -> (cloud_agent::AgentHandle, FakeVolumes) {
+    let (agent, volumes, _) = pooled_node_rt(c, name, gb).await;
+    (agent, volumes)
+}
+
+async fn pooled_node_rt(
+    c: &Cluster,
+    name: &str,
+    gb: u64,
+) -> (
+    cloud_agent::AgentHandle,
+    FakeVolumes,
+    Arc<cloud_agent::FakeRuntime>,
+) {
     let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
         "local/busybox:latest",
     ]));
     let volumes = FakeVolumes::new(gb << 30);
     let mut cfg = c.agent_config(name);
     cfg.volumes = Some(Arc::new(volumes.clone()));
-    let agent = cloud_agent::start(cfg, runtime).await.unwrap();
+    let agent = cloud_agent::start(cfg, runtime.clone()).await.unwrap();
     c.wait_node_ready(name).await;
     let client = c.client();
     let n = name.to_string();
@@ -42,7 +55,7 @@ async fn pooled_node(c: &Cluster, name: &str, gb: u64) -> (cloud_agent::AgentHan
         async move { client.node_get(&n).await.ok()?.usage?.volume_pool }
     })
     .await;
-    (agent, volumes)
+    (agent, volumes, runtime)
 }
 
 async fn lifecycle(c: &Cluster) {
@@ -174,4 +187,112 @@ async fn volume_lifecycle_on_postgres() {
     lifecycle(&c).await;
     c.stop_scheduler().await;
     cloud_tests::postgres_drop(&url).await;
+}
+
+async fn wait_volume(c: &Cluster, name: &str, want: VolumeStatus) -> cloud_api::Volume {
+    let client = c.client();
+    let n = name.to_string();
+    wait_for(
+        &format!("volume {name} {want}"),
+        Duration::from_secs(15),
+        || {
+            let (client, n) = (client.clone(), n.clone());
+            async move {
+                let v = client.volume_get(&n).await.ok()?;
+                (v.status == want).then_some(v)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn instances_mount_volumes_on_their_node_and_data_outlives_them() {
+    let c = Cluster::start().await;
+    let (_a, vols, rt) = pooled_node_rt(&c, "disk-node", 100).await;
+    let (_b, _other, _) = pooled_node_rt(&c, "other-node", 100).await;
+    let client = c.client();
+    client
+        .volume_create(&CreateVolumeRequest {
+            node: Some("disk-node".into()),
+            ..req("data", 5)
+        })
+        .await
+        .unwrap();
+    let v = wait_volume(&c, "data", VolumeStatus::Available).await;
+    vols.mount(&v.id.to_string()).await.unwrap();
+    vols.write(&v.id.to_string(), b"kept across instances")
+        .unwrap();
+
+    let with = |name: &str, mounts: &[(&str, &str)]| cloud_api::CreateInstanceRequest {
+        volumes: mounts
+            .iter()
+            .map(|(v, p)| cloud_api::VolumeMount {
+                volume: v.to_string(),
+                mount_path: p.to_string(),
+            })
+            .collect(),
+        ..cloud_tests::busybox(name, &["sleep", "1000"])
+    };
+    // Bad mounts change nothing.
+    for (m, code, says) in [
+        (vec![("data", "data")], 422, "volumes[0].mount_path"),
+        (vec![("data", "/a:b")], 422, "volumes[0].mount_path"),
+        (vec![("ghost", "/data")], 422, "volumes[0].volume"),
+        (vec![("data", "/x"), ("data", "/y")], 422, "listed twice"),
+    ] {
+        let (s, msg) = status(client.instance_create(&with("bad", &m)).await);
+        assert_eq!(s, code, "{m:?}: {msg}");
+        assert!(msg.contains(says), "{m:?}: {msg}");
+    }
+    assert!(client.instance_list().await.unwrap().is_empty());
+
+    // The instance follows its volume to its node, and the container gets the bind mount.
+    let i = client
+        .instance_create(&with("db", &[("data", "/data")]))
+        .await
+        .unwrap();
+    assert_eq!(i.node_name.as_deref(), Some("disk-node"));
+    c.wait_instance("db", cloud_api::InstanceStatus::Running)
+        .await;
+    let spec = rt.spec_of(&i.id.to_string()).expect("container");
+    assert!(
+        spec.binds.iter().any(|b| b.ends_with(":/data")),
+        "{:?}",
+        spec.binds
+    );
+    let v = wait_volume(&c, "data", VolumeStatus::InUse).await;
+    assert_eq!(v.instance_id, Some(i.id));
+    assert_eq!(v.mount_path.as_deref(), Some("/data"));
+    let shown = client.instance_get("db").await.unwrap();
+    assert_eq!(shown.volumes.len(), 1, "{shown:?}");
+    assert_eq!(shown.volumes[0].mount_path, "/data");
+
+    // Mounted: no second user, no deletion.
+    let (s, msg) = status(
+        client
+            .instance_create(&with("db2", &[("data", "/data")]))
+            .await,
+    );
+    assert_eq!(s, 409, "{msg}");
+    let (s, msg) = status(client.volume_delete("data").await);
+    assert_eq!(s, 409, "{msg}");
+    assert!(msg.contains("mounted in instance"), "{msg}");
+
+    // The instance goes; the volume and its bytes stay and serve the next instance.
+    client.instance_delete("db").await.unwrap();
+    c.wait_instance_gone("db").await;
+    let v = wait_volume(&c, "data", VolumeStatus::Available).await;
+    assert_eq!(v.instance_id, None);
+    assert_eq!(
+        vols.read(&v.id.to_string()).unwrap(),
+        b"kept across instances"
+    );
+    client
+        .instance_create(&with("db3", &[("data", "/srv")]))
+        .await
+        .unwrap();
+    c.wait_instance("db3", cloud_api::InstanceStatus::Running)
+        .await;
+    wait_volume(&c, "data", VolumeStatus::InUse).await;
 }

@@ -242,6 +242,22 @@ impl Reconciler {
         let mut observed = observe::observe(&desired, &actual, &self.failures, &notes);
         self.net.amend(&desired, &mut observed);
         self.volumes.amend(&mut observed);
+        // Which instance's container mounts each volume (from the containers' labels).
+        let mut users: HashMap<&str, &str> = HashMap::new();
+        for c in &actual {
+            if let (Some(inst), Some(m)) = (c.label(labels::INSTANCE_ID), c.label(labels::MOUNTS)) {
+                for pair in m.split(',') {
+                    if let Some((vol, _)) = pair.split_once('=') {
+                        users.insert(vol, inst);
+                    }
+                }
+            }
+        }
+        for v in &mut observed.volumes {
+            if let Some(inst) = users.get(v.volume_id.as_str()) {
+                v.instance_id = (*inst).to_owned();
+            }
+        }
         Ok(Some(observed))
     }
 
@@ -385,6 +401,7 @@ impl Reconciler {
                 RestartPolicy::Always => EngineRestartPolicy::UnlessStopped,
             },
             network_none: spec.network.is_some(),
+            binds: Vec::new(),
         }
     }
 
@@ -444,7 +461,25 @@ impl Reconciler {
     async fn create_and_start(&self, spec: &InstanceSpec) -> Result<(), String> {
         tracing::info!(instance_id = %spec.instance_id, image = %spec.image, change_generation = spec.change_generation, "creating container");
         self.ensure_image(&spec.image).await?;
-        let cspec = self.container_spec(spec);
+        let mut cspec = self.container_spec(spec);
+        if !spec.mounts.is_empty() {
+            let backend = self
+                .volumes
+                .backend()
+                .ok_or_else(|| volumes::NO_BACKEND.to_owned())?;
+            let mut pairs = Vec::with_capacity(spec.mounts.len());
+            for (volume, path) in &spec.mounts {
+                let host = backend
+                    .mount(volume)
+                    .await
+                    .map_err(|e| format!("volume {volume}: {e}"))?;
+                cspec.binds.push(format!("{}:{path}", host.display()));
+                pairs.push(format!("{volume}={path}"));
+            }
+            cspec
+                .labels
+                .insert(labels::MOUNTS.to_owned(), pairs.join(","));
+        }
         let id = self.runtime.create(&cspec).await.map_err(|e| match e {
             RuntimeError::ImageNotFound(m) => {
                 format!("image {:?} is not available on node: {m}", spec.image)

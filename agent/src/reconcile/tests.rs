@@ -23,6 +23,7 @@ pub(super) fn spec(id: &str, desired: RunState, cg: u64) -> InstanceSpec {
         desired,
         kind: "container".into(),
         change_generation: cg,
+        mounts: Vec::new(),
         network: None,
     }
 }

@@ -129,6 +129,7 @@ fn available(id: &str, size_bytes: u64) -> VolumeObservation {
         state: VolumeState::Available,
         size_bytes,
         reason: String::new(),
+        instance_id: String::new(),
     }
 }
 

@@ -63,6 +63,11 @@ impl VolState {
             .is_some_and(|f| f.ask == ask && now.saturating_duration_since(f.at) < self.retry_after)
     }
 
+    /// The backend, if this node has one.
+    pub(super) fn backend(&self) -> Option<Arc<dyn VolumeBackend>> {
+        self.backend.clone()
+    }
+
     /// Converges the backend's volumes toward `desired` and remembers what to report.
     pub(super) async fn converge(&mut self, desired: &DesiredState) {
         // Desired sizes by id; a duplicated id keeps its largest size (never shrink).
@@ -225,6 +230,7 @@ impl VolState {
                     state: VolumeState::Available,
                     size_bytes: v.size_bytes,
                     reason: String::new(),
+                    instance_id: String::new(),
                 },
                 other => {
                     let real = other.map_or(0, |v| v.size_bytes);
@@ -252,6 +258,7 @@ impl VolState {
                     state: VolumeState::Orphan,
                     size_bytes: v.size_bytes,
                     reason: String::new(),
+                    instance_id: String::new(),
                 },
             };
             out.insert(id, obs);
@@ -271,5 +278,6 @@ fn failed(id: &str, size_bytes: u64, reason: String) -> VolumeObservation {
         state: VolumeState::Failed,
         size_bytes,
         reason,
+        instance_id: String::new(),
     }
 }

@@ -324,6 +324,7 @@ impl ContainerRuntime for DockerRuntime {
             // period to be killed.
             init: Some(true),
             network_mode: spec.network_none.then(|| "none".to_owned()),
+            binds: (!spec.binds.is_empty()).then(|| spec.binds.clone()),
             ..HostConfig::default()
         };
         let body = ContainerCreateBody {

@@ -17,6 +17,8 @@ pub use fake::FakeRuntime;
 
 /// Label keys the agent puts on everything it creates.
 pub mod labels {
+    /// The volumes mounted in the container: `VOLUME_ID=PATH` pairs joined by `,`.
+    pub const MOUNTS: &str = "thecloud.mounts";
     /// Instance id (UUID string from the scheduler).
     pub const INSTANCE_ID: &str = "thecloud.instance-id";
     /// Node id of the agent that owns the object. The agent only ever touches its own.
@@ -96,6 +98,8 @@ pub struct ContainerSpec {
     /// Docker network mode `none`: the container gets only `lo`; the agent plugs its VPC
     /// port in after start (Docker's own networking plays no part).
     pub network_none: bool,
+    /// Bind mounts `HOST_PATH:CONTAINER_PATH` (volumes mounted by the agent).
+    pub binds: Vec<String>,
 }
 
 impl fmt::Debug for ContainerSpec {
@@ -110,6 +114,7 @@ impl fmt::Debug for ContainerSpec {
             .field("nano_cpus", &self.nano_cpus)
             .field("restart_policy", &self.restart_policy)
             .field("network_none", &self.network_none)
+            .field("binds", &self.binds)
             .finish()
     }
 }

@@ -250,3 +250,15 @@ fn resize_parses_sizes_and_needs_one() {
     usage_error(&["volume", "resize", "data"]);
     assert!(usage_error(&["volume", "resize", "data", "--size", "0"]).contains("at least 1G"));
 }
+
+#[test]
+fn launch_takes_volume_mounts() {
+    let m = crate::cli::parse_volume_mount("data:/var/lib/data").unwrap();
+    assert_eq!(
+        (m.volume.as_str(), m.mount_path.as_str()),
+        ("data", "/var/lib/data")
+    );
+    for bad in ["data", "data:", "data:rel", ":/x", "data:/"] {
+        assert!(crate::cli::parse_volume_mount(bad).is_err(), "{bad}");
+    }
+}

@@ -80,7 +80,7 @@ fn item(job: Job) -> Item {
                             placement::GroupPolicy::Spread
                         },
                     }),
-                required_node: None,
+                required_node: new.required_node.map(|n| n.0),
                 strategy: strategy(new.placement_strategy.as_deref()),
             };
             Item {

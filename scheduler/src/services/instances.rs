@@ -55,6 +55,7 @@ impl App {
     ) -> Result<InstanceRecord> {
         validate::create_instance(&req)?;
         let port = self.port_request(caller, &req).await?;
+        let (volumes, required_node) = self.volume_mounts(caller, &req.volumes).await?;
         let mut node_selector = req.node_selector;
         if port.subnet_id.is_some() {
             // Only nodes with VPC networking (an underlay address) can host a port.
@@ -89,6 +90,8 @@ impl App {
             private_ip: port.private_ip,
             mac: None,
             security_groups: port.security_groups,
+            volumes,
+            required_node,
         };
         let placed = self.planner.create(new.clone()).await?;
         tracing::debug!(instance = %id, %name, node = %placed.node, "instance placed");

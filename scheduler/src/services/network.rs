@@ -49,11 +49,28 @@ impl App {
         for (inst, group) in self.store.groups_of_instances(&with_port).await? {
             groups.entry(inst).or_default().push(group);
         }
+        let mut mounts: std::collections::HashMap<Uuid, Vec<cloud_api::VolumeMount>> =
+            Default::default();
+        let on_volume_nodes: Vec<Uuid> = records
+            .iter()
+            .filter(|r| r.node_id.is_some_and(|n| self.has_volumes(n)))
+            .map(|r| r.id)
+            .collect();
+        for (inst, volume, path) in self.store.mounts_of_instances(&on_volume_nodes).await? {
+            mounts
+                .entry(inst)
+                .or_default()
+                .push(cloud_api::VolumeMount {
+                    volume: volume.to_string(),
+                    mount_path: path,
+                });
+        }
         records
             .into_iter()
             .map(|r| {
                 let g = groups.remove(&r.id).unwrap_or_default();
-                crate::views::instance(r, g, &self.sessions)
+                let m = mounts.remove(&r.id).unwrap_or_default();
+                crate::views::instance(r, g, m, &self.sessions)
             })
             .collect()
     }

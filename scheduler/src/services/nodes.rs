@@ -210,7 +210,11 @@ impl App {
                 .filter_map(|v| {
                     let id = v.volume_id.parse::<uuid::Uuid>().ok()?;
                     let s = match pb::VolumeState::try_from(v.state) {
-                        Ok(pb::VolumeState::VolumeAvailable) => crate::store::VolumeSeen::Available,
+                        Ok(pb::VolumeState::VolumeAvailable) => {
+                            crate::store::VolumeSeen::Available(
+                                v.instance_id.parse::<uuid::Uuid>().ok(),
+                            )
+                        }
                         Ok(pb::VolumeState::VolumeFailed) => {
                             crate::store::VolumeSeen::Failed(v.reason.chars().take(500).collect())
                         }

@@ -111,6 +111,8 @@ impl App {
             node_name: None,
             status: "creating".into(),
             status_reason: None,
+            instance_id: None,
+            mount_path: None,
             change_generation: 0,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
@@ -212,9 +214,82 @@ impl App {
             .await
     }
 
+    /// Resolves the volumes of a new instance: each of the caller's project, available and not
+    /// mounted elsewhere, all on one node (which the instance is then pinned to), at distinct
+    /// absolute paths.
+    pub async fn volume_mounts(
+        &self,
+        caller: &Caller,
+        mounts: &[cloud_api::VolumeMount],
+    ) -> Result<(Vec<(uuid::Uuid, String)>, Option<NodeId>)> {
+        if mounts.len() > 16 {
+            return Err(Error::Invalid("volumes: at most 16 per instance".into()));
+        }
+        let mut out: Vec<(uuid::Uuid, String)> = Vec::new();
+        let mut node: Option<uuid::Uuid> = None;
+        for (i, m) in mounts.iter().enumerate() {
+            let field = format!("volumes[{i}]");
+            mount_path(&format!("{field}.mount_path"), &m.mount_path)?;
+            if out.iter().any(|(_, p)| *p == m.mount_path) {
+                return Err(Error::Invalid(format!(
+                    "{field}.mount_path: {:?} is used twice",
+                    m.mount_path
+                )));
+            }
+            let v = self
+                .volume_lookup(caller, &m.volume)
+                .await
+                .map_err(|e| match e {
+                    Error::NotFound(msg) => Error::Invalid(format!("{field}.volume: {msg}")),
+                    other => other,
+                })?;
+            if out.iter().any(|(id, _)| *id == v.id) {
+                return Err(Error::Invalid(format!(
+                    "{field}.volume: {:?} is listed twice",
+                    v.name
+                )));
+            }
+            if let Some(other) = v.instance_id {
+                return Err(Error::Conflict(format!(
+                    "{field}.volume: {:?} is already mounted in instance {other}",
+                    v.name
+                )));
+            }
+            if v.status != "available" {
+                return Err(Error::Conflict(format!(
+                    "{field}.volume: {:?} is {}, not available",
+                    v.name, v.status
+                )));
+            }
+            match (node, v.node_id) {
+                (_, None) => {
+                    return Err(Error::Conflict(format!(
+                        "{field}.volume: {:?} has no node",
+                        v.name
+                    )));
+                }
+                (Some(n), Some(vn)) if n != vn => {
+                    return Err(Error::Invalid(format!(
+                        "{field}.volume: {:?} is on another node than the instance's other volumes (volumes are node-local)",
+                        v.name
+                    )));
+                }
+                (_, Some(vn)) => node = Some(vn),
+            }
+            out.push((v.id, m.mount_path.clone()));
+        }
+        Ok((out, node.map(NodeId)))
+    }
+
     /// Starts deleting a volume. Idempotent while it is being deleted.
     pub async fn volume_delete(&self, caller: &Caller, id_or_name: &str) -> Result<VolumeRecord> {
         let v = self.volume_lookup(caller, id_or_name).await?;
+        if let Some(inst) = v.instance_id {
+            return Err(Error::Conflict(format!(
+                "volume {:?} is mounted in instance {inst}; delete that instance first",
+                v.name
+            )));
+        }
         if v.status == "in-use" || v.status == "attaching" {
             return Err(Error::Conflict(format!(
                 "volume {:?} is attached; detach it first",
@@ -242,4 +317,40 @@ fn selector_matches(
     labels: &BTreeMap<String, String>,
 ) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A mount path inside a container: absolute, normalised, not `/`, and free of the characters
+/// the bind and label syntaxes use (`:`, `,`, `=`).
+fn mount_path(field: &str, p: &str) -> Result<()> {
+    let ok = p.starts_with('/')
+        && p.len() > 1
+        && p.len() <= 1024
+        && !p.ends_with('/')
+        && !p.split('/').any(|c| c == ".." || c == ".")
+        && !p.contains("//")
+        && !p
+            .chars()
+            .any(|c| c.is_control() || c == ':' || c == ',' || c == '=');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{field}: {p:?} is not a usable path: give an absolute path such as /data (no '..', ':', ',' or '=')"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mount_paths_are_absolute_and_plain() {
+        for ok in ["/data", "/var/lib/db", "/a-b_c.d"] {
+            assert!(super::mount_path("p", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/", "data", "/a/../b", "/a/./b", "/a/", "/a:b", "/a,b", "/a=b", "//a",
+        ] {
+            assert!(super::mount_path("p", bad).is_err(), "{bad}");
+        }
+    }
 }

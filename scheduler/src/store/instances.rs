@@ -104,6 +104,9 @@ pub struct NewInstance {
     pub private_ip: Option<String>,
     pub mac: Option<String>,
     pub security_groups: Vec<Uuid>,
+    /// Volumes to mount (volume, path); they pin the instance to their node.
+    pub volumes: Vec<(Uuid, String)>,
+    pub required_node: Option<NodeId>,
 }
 
 /// The changing part of an instance: what sessions need to diff observations and build

@@ -296,6 +296,26 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
+            // Volumes: taken only if still free and on the chosen node; otherwise the whole
+            // batch is re-planned (the service checked them just before, so this is a race).
+            for (new, node) in &rows {
+                for (volume, path) in &new.volumes {
+                    let taken = sqlx::query(
+                        "UPDATE volumes SET instance_id = $1, mount_path = $2, status = 'attaching'
+                         WHERE id = $3 AND node_id = $4 AND instance_id IS NULL AND status = 'available'",
+                    )
+                    .bind(new.id.0)
+                    .bind(path)
+                    .bind(*volume)
+                    .bind(node.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if taken == 0 {
+                        return Err(super::StoreError::Conflict);
+                    }
+                }
+            }
             // Ports: security groups, and the nodes whose VPC peers, endpoints or rules
             // change with these instances.
             let mut vpcs: Vec<uuid::Uuid> = Vec::new();

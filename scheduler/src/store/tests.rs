@@ -126,6 +126,8 @@ fn new_instance(project: ProjectId, name: &str, cpu: u64, mem: u64) -> NewInstan
         private_ip: None,
         mac: None,
         security_groups: Vec::new(),
+        volumes: Vec::new(),
+        required_node: None,
     }
 }
 

@@ -17,6 +17,8 @@ pub struct VolumeRecord {
     pub node_name: Option<String>,
     pub status: String,
     pub status_reason: Option<String>,
+    pub instance_id: Option<Uuid>,
+    pub mount_path: Option<String>,
     pub change_generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -25,15 +27,19 @@ pub struct VolumeRecord {
 /// A volume as its node's agent reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeSeen {
-    Available,
+    /// Present; mounted in this instance's container, if any.
+    Available(Option<Uuid>),
     Failed(String),
 }
+
+/// (id, status, reason, change generation, instance it is mounted in unless that is going).
+type ObservedRow = (Uuid, String, Option<String>, i64, Option<Uuid>);
 
 macro_rules! select_volumes {
     ($tail:literal) => {
         concat!(
             "SELECT v.id, v.project_id, v.name, v.size_gb, v.node_id, n.name AS node_name, v.status, ",
-            "v.status_reason, v.change_generation, v.created_at, v.updated_at ",
+            "v.status_reason, v.instance_id, v.mount_path, v.change_generation, v.created_at, v.updated_at ",
             "FROM volumes v LEFT JOIN nodes n ON n.id = v.node_id ",
             $tail
         )
@@ -252,6 +258,40 @@ impl Store {
         Ok((keep, delete))
     }
 
+    /// Volumes mounted by the instances of a node: (instance, volume, path).
+    pub async fn node_mounts(&self, node: Uuid) -> StoreResult<Vec<(Uuid, Uuid, String)>> {
+        on_pool!(self, p => Ok(sqlx::query_as(
+            "SELECT instance_id, id, mount_path FROM volumes
+             WHERE node_id = $1 AND instance_id IS NOT NULL AND mount_path IS NOT NULL
+             ORDER BY instance_id, mount_path",
+        )
+        .bind(node)
+        .fetch_all(p)
+        .await?))
+    }
+
+    /// Volumes of these instances: (instance, volume, path), for API views.
+    pub async fn mounts_of_instances(
+        &self,
+        instances: &[Uuid],
+    ) -> StoreResult<Vec<(Uuid, Uuid, String)>> {
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = super::batch::values(1, instances.len(), self.is_postgres());
+        // The SQL holds only placeholders; every value is bound.
+        let sql = format!(
+            "SELECT instance_id, id, mount_path FROM volumes WHERE mount_path IS NOT NULL AND instance_id IN {list} ORDER BY mount_path"
+        );
+        on_pool!(self, p => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in instances {
+                q = q.bind(*id);
+            }
+            Ok(q.fetch_all(p).await?)
+        })
+    }
+
     /// Nodes holding at least one volume (the sessions read volumes only for these).
     pub async fn nodes_with_volumes(&self) -> StoreResult<Vec<Uuid>> {
         let rows: Vec<(Uuid,)> = on_pool!(self, p => sqlx::query_as(
@@ -271,13 +311,15 @@ impl Store {
         seen: &std::collections::HashMap<Uuid, VolumeSeen>,
     ) -> StoreResult<()> {
         let now = Utc::now();
-        let rows: Vec<(Uuid, String, Option<String>, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT id, status, status_reason, change_generation FROM volumes WHERE node_id = $1",
+        let rows: Vec<ObservedRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT v.id, v.status, v.status_reason, v.change_generation,
+                CASE WHEN i.status = 'deleting' THEN NULL ELSE v.instance_id END
+             FROM volumes v LEFT JOIN instances i ON i.id = v.instance_id WHERE v.node_id = $1",
         )
         .bind(node.0)
         .fetch_all(p)
         .await?);
-        for (id, status, reason, change) in rows {
+        for (id, status, reason, change, attached_to) in rows {
             if change > applied {
                 continue; // the node has not seen the last change yet
             }
@@ -297,7 +339,14 @@ impl Store {
                 continue;
             }
             let (want, want_reason) = match obs {
-                Some(VolumeSeen::Available) => ("available", None),
+                // Attached in the store: in use once the container mounts it. Detached: available
+                // once no container mounts it any more.
+                Some(VolumeSeen::Available(user)) => match (attached_to, user) {
+                    (Some(a), Some(u)) if a == *u => ("in-use", None),
+                    (Some(_), _) => ("attaching", None),
+                    (None, None) => ("available", None),
+                    (None, Some(_)) => ("detaching", None),
+                },
                 Some(VolumeSeen::Failed(r)) => ("failed", Some(r.as_str())),
                 None => continue,
             };

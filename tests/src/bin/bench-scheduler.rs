@@ -352,6 +352,7 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
                 subnet_id: None,
                 private_ip: None,
                 security_groups: Vec::new(),
+                volumes: Vec::new(),
             };
             let sent = Instant::now();
             let r = client.instance_create(&req).await;

@@ -118,6 +118,7 @@ async fn once_api(
         subnet_id: subnet,
         private_ip: None,
         security_groups: Vec::new(),
+        volumes: Vec::new(),
     };
     let started = Instant::now();
     let created = client.instance_create(&req).await?;
