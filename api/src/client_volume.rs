@@ -40,4 +40,27 @@ impl Client {
         )
         .await
     }
+
+    /// Mounts a volume in an instance (its container is recreated, same instance id).
+    pub async fn volume_attach(
+        &self,
+        volume: &str,
+        instance: &str,
+        mount_path: &str,
+    ) -> Result<crate::Volume, ClientError> {
+        self.post_json(
+            &["v1", "volumes", volume, "attach"],
+            &crate::AttachVolumeRequest {
+                instance_id: instance.to_owned(),
+                mount_path: mount_path.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Unmounts a volume from its instance (its container is recreated without it).
+    pub async fn volume_detach(&self, volume: &str) -> Result<crate::Volume, ClientError> {
+        self.post_json(&["v1", "volumes", volume, "detach"], &serde_json::json!({}))
+            .await
+    }
 }

@@ -30,7 +30,8 @@ pub use network::{
 pub use node::{CreateJoinTokenRequest, JoinToken};
 pub use node::{HostUsage, Node, NodeStatus, Resources, VolumePool};
 pub use volume::{
-    CreateVolumeRequest, MAX_VOLUME_GB, ResizeVolumeRequest, Volume, VolumeMount, VolumeStatus,
+    AttachVolumeRequest, CreateVolumeRequest, MAX_VOLUME_GB, ResizeVolumeRequest, Volume,
+    VolumeMount, VolumeStatus,
 };
 
 use serde::{Deserialize, Serialize};

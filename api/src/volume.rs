@@ -77,6 +77,16 @@ impl fmt::Display for VolumeStatus {
     }
 }
 
+/// `POST /v1/volumes/{id}/attach`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachVolumeRequest {
+    /// The instance (id or name); it must run on the volume's node.
+    pub instance_id: String,
+    /// Absolute path inside the container.
+    pub mount_path: String,
+}
+
 /// A volume in an instance: `POST /v1/instances` takes `volumes: [{volume, mount_path}]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -38,6 +38,29 @@ pub enum VolumeCmd {
     /// filesystem.
     #[command(after_help = "Example:\n  cloud volume resize data --size 20G")]
     Resize(VolumeResizeArgs),
+    /// Mount a volume in an instance on the volume's node; the instance's container is
+    /// recreated (stopping, then starting, same instance id) to mount it.
+    #[command(
+        after_help = "Example:\n  cloud volume attach data --instance db --path /var/lib/data"
+    )]
+    Attach(VolumeAttachArgs),
+    /// Unmount a volume from its instance (the container is recreated without it); the data
+    /// stays on the volume.
+    #[command(after_help = "Example:\n  cloud volume detach data")]
+    Detach(VolumeTarget),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VolumeAttachArgs {
+    /// Volume name or id.
+    #[arg(value_name = "VOLUME")]
+    pub volume: String,
+    /// The instance (name or id).
+    #[arg(long, value_name = "INSTANCE")]
+    pub instance: String,
+    /// Absolute path inside the container.
+    #[arg(long, value_name = "PATH")]
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -295,4 +295,58 @@ async fn instances_mount_volumes_on_their_node_and_data_outlives_them() {
     c.wait_instance("db3", cloud_api::InstanceStatus::Running)
         .await;
     wait_volume(&c, "data", VolumeStatus::InUse).await;
+
+    // Detach from a running instance: its container is recreated without the mount, under the
+    // same instance id; then attach it to another running instance of that node.
+    let db3 = client.instance_get("db3").await.unwrap();
+    let before = db3.runtime_id.clone();
+    let d = client.volume_detach("data").await.unwrap();
+    assert_eq!(d.status, VolumeStatus::Detaching);
+    wait_volume(&c, "data", VolumeStatus::Available).await;
+    let db3 = wait_for("db3 recreated and running", Duration::from_secs(15), || {
+        let (client, before) = (client.clone(), before.clone());
+        async move {
+            let i = client.instance_get("db3").await.ok()?;
+            let recreated = i.runtime_id.is_some() && i.runtime_id != before;
+            (i.status == cloud_api::InstanceStatus::Running && recreated).then_some(i)
+        }
+    })
+    .await;
+    assert!(rt.spec_of(&db3.id.to_string()).unwrap().binds.is_empty());
+    assert!(client.instance_get("db3").await.unwrap().volumes.is_empty());
+
+    let plain = client
+        .instance_create(&cloud_tests::busybox("plain", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    let plain = c
+        .wait_instance(&plain.name, cloud_api::InstanceStatus::Running)
+        .await;
+    if plain.node_name.as_deref() != Some("disk-node") {
+        let (s, msg) = status(client.volume_attach("data", "plain", "/data").await);
+        assert_eq!(s, 409, "{msg}");
+        assert!(msg.contains("another node"), "{msg}");
+    }
+    for path in ["rel", "/a:b"] {
+        let (s, msg) = status(client.volume_attach("data", "db3", path).await);
+        assert_eq!(s, 422, "{path}: {msg}");
+    }
+    let a = client
+        .volume_attach("data", "db3", "/mnt/data")
+        .await
+        .unwrap();
+    assert_eq!(a.status, VolumeStatus::Attaching);
+    assert!(
+        a.status_reason.unwrap_or_default().contains("restarts"),
+        "the API says so"
+    );
+    let v = wait_volume(&c, "data", VolumeStatus::InUse).await;
+    assert_eq!(v.instance_id, Some(db3.id));
+    let db3 = c
+        .wait_instance("db3", cloud_api::InstanceStatus::Running)
+        .await;
+    let binds = rt.spec_of(&db3.id.to_string()).unwrap().binds;
+    assert!(binds.iter().any(|b| b.ends_with(":/mnt/data")), "{binds:?}");
+    let (s, msg) = status(client.volume_attach("data", "db3", "/other").await);
+    assert_eq!(s, 409, "{msg}");
 }

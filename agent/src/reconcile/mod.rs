@@ -467,18 +467,16 @@ impl Reconciler {
                 .volumes
                 .backend()
                 .ok_or_else(|| volumes::NO_BACKEND.to_owned())?;
-            let mut pairs = Vec::with_capacity(spec.mounts.len());
             for (volume, path) in &spec.mounts {
                 let host = backend
                     .mount(volume)
                     .await
                     .map_err(|e| format!("volume {volume}: {e}"))?;
                 cspec.binds.push(format!("{}:{path}", host.display()));
-                pairs.push(format!("{volume}={path}"));
             }
             cspec
                 .labels
-                .insert(labels::MOUNTS.to_owned(), pairs.join(","));
+                .insert(labels::MOUNTS.to_owned(), plan::mounts_label(spec));
         }
         let id = self.runtime.create(&cspec).await.map_err(|e| match e {
             RuntimeError::ImageNotFound(m) => {

@@ -77,6 +77,16 @@ pub fn index_containers(
     (by_instance, extras)
 }
 
+/// The `thecloud.mounts` label of an instance's container: `VOLUME=PATH` pairs joined by `,`
+/// (empty without volumes). A container whose label differs is recreated.
+pub fn mounts_label(spec: &InstanceSpec) -> String {
+    spec.mounts
+        .iter()
+        .map(|(volume, path)| format!("{volume}={path}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Whether a recent failure at this (or a newer) change generation forbids another attempt.
 pub fn throttled(
     failure: Option<&Failure>,
@@ -111,6 +121,18 @@ pub fn plan(
             continue;
         }
         let container = by_instance.get(spec.instance_id.as_str());
+        // Volumes attached or detached: Docker cannot change a container's mounts, so the
+        // container is recreated (same instance id): removed now, created next pass.
+        if let Some(c) = container
+            && c.status != ContainerStatus::Removing
+            && c.label(labels::MOUNTS).unwrap_or("") != mounts_label(spec)
+        {
+            actions.push(Action::Remove {
+                instance_id: Some(spec.instance_id.clone()),
+                container_id: c.id.clone(),
+            });
+            continue;
+        }
         let action = match (spec.desired, container) {
             (RunState::Running, None) => Some(Action::Create { spec: spec.clone() }),
             (RunState::Running, Some(c)) => match c.status {

@@ -229,7 +229,7 @@ fn every_volume_command_has_help_with_an_example() {
         assert!(help.contains("--output"), "{path}: no -o:\n{help}");
         checked += 1;
     }
-    assert_eq!(checked, 5, "create, list, show, rm, resize");
+    assert_eq!(checked, 7, "create, list, show, rm, resize, attach, detach");
     let help = group
         .find_subcommand("create")
         .map(|c| c.clone().render_long_help().to_string())
@@ -261,4 +261,30 @@ fn launch_takes_volume_mounts() {
     for bad in ["data", "data:", "data:rel", ":/x", "data:/"] {
         assert!(crate::cli::parse_volume_mount(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn attach_and_detach_parse() {
+    match command(&[
+        "volume",
+        "attach",
+        "data",
+        "--instance",
+        "db",
+        "--path",
+        "/data",
+    ]) {
+        Command::Volume(VolumeCmd::Attach(a)) => {
+            assert_eq!(
+                (a.volume.as_str(), a.instance.as_str(), a.path.as_str()),
+                ("data", "db", "/data")
+            );
+        }
+        other => panic!("not an attach: {other:?}"),
+    }
+    usage_error(&["volume", "attach", "data", "--path", "/data"]);
+    assert!(matches!(
+        command(&["volume", "detach", "data"]),
+        Command::Volume(VolumeCmd::Detach(_))
+    ));
 }

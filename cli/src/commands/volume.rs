@@ -33,6 +33,16 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCmd) -> Result<()> {
             let v = rm(&client, &args).await?;
             render_removed(ctx.output, &v)?
         }
+        VolumeCmd::Attach(args) => {
+            let v = client
+                .volume_attach(&args.volume, &args.instance, &args.path)
+                .await?;
+            render_volume(ctx.output, &v, now)?
+        }
+        VolumeCmd::Detach(t) => {
+            let v = client.volume_detach(&t.volume).await?;
+            render_volume(ctx.output, &v, now)?
+        }
         VolumeCmd::Resize(args) => {
             let v = client.volume_resize(&args.volume, args.size).await?;
             render_volume(ctx.output, &v, now)?

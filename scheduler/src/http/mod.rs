@@ -69,6 +69,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/volumes", get(volumes::list).post(volumes::create))
         .route("/volumes/{id}", get(volumes::get).delete(volumes::delete))
         .route("/volumes/{id}/resize", post(volumes::resize))
+        .route("/volumes/{id}/attach", post(volumes::attach))
+        .route("/volumes/{id}/detach", post(volumes::detach))
         .route("/nodes", get(nodes::list))
         .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/{id}", get(nodes::get))

@@ -10,7 +10,10 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use cloud_api::{CreateVolumeRequest, Page, PageQuery, ResizeVolumeRequest, Volume, VolumeId};
+use cloud_api::{
+    AttachVolumeRequest, CreateVolumeRequest, Page, PageQuery, ResizeVolumeRequest, Volume,
+    VolumeId,
+};
 use std::sync::Arc;
 
 pub async fn list(
@@ -65,5 +68,33 @@ pub async fn resize(
 ) -> ApiResult<Json<Volume>> {
     Ok(Json(views::volume(
         app.volume_resize(&caller, &id, req.size_gb).await?,
+    )?))
+}
+
+pub async fn attach(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+    ApiJson(req): ApiJson<AttachVolumeRequest>,
+) -> ApiResult<Json<Volume>> {
+    let v = app
+        .volume_attach(&caller, &id, Some((&req.instance_id, &req.mount_path)))
+        .await?;
+    Ok(Json(views::volume(v)?))
+}
+
+/// Empty body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachVolumeRequest {}
+
+pub async fn detach(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+    ApiJson(_req): ApiJson<DetachVolumeRequest>,
+) -> ApiResult<Json<Volume>> {
+    Ok(Json(views::volume(
+        app.volume_attach(&caller, &id, None).await?,
     )?))
 }

@@ -281,6 +281,36 @@ impl App {
         Ok((out, node.map(NodeId)))
     }
 
+    /// Mounts a volume in an instance (its container is recreated with the same instance id:
+    /// `stopping` → `starting`), or unmounts it (`to: None`).
+    pub async fn volume_attach(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        to: Option<(&str, &str)>,
+    ) -> Result<VolumeRecord> {
+        let v = self.volume_lookup(caller, id_or_name).await?;
+        let target = match to {
+            None => None,
+            Some((instance, path)) => {
+                mount_path("mount_path", path)?;
+                let inst = self
+                    .instance_lookup(caller, instance)
+                    .await
+                    .map_err(|e| match e {
+                        Error::NotFound(m) => Error::Invalid(format!("instance_id: {m}")),
+                        other => other,
+                    })?;
+                Some((inst.id, path.to_owned()))
+            }
+        };
+        self.store
+            .volume_set_mount(caller.project, VolumeId(v.id), target)
+            .await?;
+        self.volume_lookup(caller, &VolumeId(v.id).to_string())
+            .await
+    }
+
     /// Starts deleting a volume. Idempotent while it is being deleted.
     pub async fn volume_delete(&self, caller: &Caller, id_or_name: &str) -> Result<VolumeRecord> {
         let v = self.volume_lookup(caller, id_or_name).await?;

@@ -195,6 +195,104 @@ impl Store {
         Ok(())
     }
 
+    /// Mounts an available volume in an instance of the same node (`mount_path` checked by the
+    /// caller) or, with `to: None`, unmounts it. The node is told; its agent recreates the
+    /// container with the new mounts. `InUse` explains a refusal.
+    pub async fn volume_set_mount(
+        &self,
+        project: ProjectId,
+        id: VolumeId,
+        to: Option<(Uuid, String)>,
+    ) -> StoreResult<()> {
+        let now = Utc::now();
+        let node = in_tx!(self, tx => {
+            let row: Option<(Option<Uuid>, String, Option<Uuid>)> = sqlx::query_as(
+                "SELECT node_id, status, instance_id FROM volumes WHERE project_id = $1 AND id = $2",
+            )
+            .bind(project.0)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((Some(node), status, current)) = row else { return Err(StoreError::NotFound) };
+            sqlx::query("UPDATE nodes SET generation = generation + 1 WHERE id = $1")
+                .bind(node)
+                .execute(&mut *tx)
+                .await?;
+            match to {
+                Some((instance, path)) => {
+                    if let Some(other) = current {
+                        return Err(StoreError::InUse(format!(
+                            "the volume is already mounted in instance {other}; detach it first"
+                        )));
+                    }
+                    if status != "available" {
+                        return Err(StoreError::InUse(format!("the volume is {status}, not available")));
+                    }
+                    let inst: Option<(Option<Uuid>, String)> = sqlx::query_as(
+                        "SELECT node_id, status FROM instances WHERE project_id = $1 AND id = $2",
+                    )
+                    .bind(project.0)
+                    .bind(instance)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match inst {
+                        None => return Err(StoreError::Rejected("instance_id: no such instance".into())),
+                        Some((_, s)) if s == "deleting" => {
+                            return Err(StoreError::InUse("the instance is being deleted".into()));
+                        }
+                        Some((n, _)) if n != Some(node) => {
+                            return Err(StoreError::InUse(
+                                "the instance runs on another node than the volume (volumes are node-local)".into(),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    let clash: Option<(Uuid,)> = sqlx::query_as(
+                        "SELECT id FROM volumes WHERE instance_id = $1 AND mount_path = $2",
+                    )
+                    .bind(instance)
+                    .bind(&path)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if clash.is_some() {
+                        return Err(StoreError::Rejected(format!(
+                            "mount_path: the instance already has a volume at {path}"
+                        )));
+                    }
+                    sqlx::query(
+                        "UPDATE volumes SET instance_id = $2, mount_path = $3, status = 'attaching',
+                            status_reason = 'its instance restarts (stopping, then starting, same instance id) to mount it',
+                            updated_at = $4 WHERE id = $1",
+                    )
+                    .bind(id.0)
+                    .bind(instance)
+                    .bind(&path)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    if current.is_none() {
+                        return Ok(None); // already detached
+                    }
+                    sqlx::query(
+                        "UPDATE volumes SET instance_id = NULL, mount_path = NULL, status = 'detaching',
+                            updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(id.0)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            Ok(Some(node))
+        })?;
+        if let Some(n) = node {
+            self.wake(&[n]);
+        }
+        Ok(())
+    }
+
     /// Starts deleting a volume (its node is told); a volume without a node goes at once.
     /// Idempotent while it is being deleted.
     pub async fn volume_delete(&self, project: ProjectId, id: VolumeId) -> StoreResult<()> {
