@@ -5,6 +5,9 @@
 //!   interleaved, time for a plain `docker run -d` of the same image to return. Medians of N.
 //!   With `--subnet`, instances go into that VPC subnet, so `running` also means their VPC
 //!   port is up (the agent reports running only after plugging `eth0` in).
+//! * `volume`: `POST /v1/volumes` → `available`, and sequential write throughput (dd with
+//!   fsync) inside a container onto a volume vs on the host directly into the directory that
+//!   holds the volume images. Medians of N.
 //! * `rss`: resident memory of the running `cloud-agent` and `cloud-scheduler` processes.
 
 use clap::{Parser, Subcommand};
@@ -41,6 +44,23 @@ enum Cmd {
         #[arg(long)]
         subnet: Option<cloud_api::SubnetId>,
     },
+    /// Volume create time, and write throughput in a container on a volume vs the host.
+    Volume {
+        #[arg(long, env = "CLOUD_API_URL", default_value = "http://127.0.0.1:8080")]
+        api_url: String,
+        #[arg(long, env = "CLOUD_API_KEY")]
+        api_key: String,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// MiB written per throughput run.
+        #[arg(long, default_value_t = 512)]
+        write_mib: u64,
+        /// Host directory for the baseline: the filesystem holding the volume images.
+        #[arg(long, default_value = "/var/lib/thecloud/agent")]
+        host_dir: std::path::PathBuf,
+        #[arg(long, default_value = "/usr/bin/docker")]
+        docker: String,
+    },
     /// Resident set size of the cloud-agent and cloud-scheduler processes.
     Rss,
 }
@@ -56,6 +76,14 @@ async fn main() -> anyhow::Result<()> {
             docker,
             subnet,
         } => launch(&api_url, &api_key, count, &image, &docker, subnet).await,
+        Cmd::Volume {
+            api_url,
+            api_key,
+            count,
+            write_mib,
+            host_dir,
+            docker,
+        } => volume(&api_url, &api_key, count, write_mib, &host_dir, &docker).await,
         Cmd::Rss => rss(),
     }
 }
@@ -217,5 +245,132 @@ fn rss() -> anyhow::Result<()> {
         found,
         "no cloud-agent or cloud-scheduler process is running"
     );
+    Ok(())
+}
+
+async fn wait_volume(
+    client: &Client,
+    name: &str,
+    want: cloud_api::VolumeStatus,
+) -> anyhow::Result<cloud_api::Volume> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = client.volume_get(name).await?;
+        if v.status == want {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            v.status != cloud_api::VolumeStatus::Failed,
+            "{name} failed: {:?}",
+            v.status_reason
+        );
+        anyhow::ensure!(Instant::now() < deadline, "{name} is still {}", v.status);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn volume(
+    url: &str,
+    key: &str,
+    count: usize,
+    write_mib: u64,
+    host_dir: &std::path::Path,
+    docker: &str,
+) -> anyhow::Result<()> {
+    let client = Client::new(url, Some(key.to_string()))?;
+    let req = |name: &str| cloud_api::CreateVolumeRequest {
+        name: name.into(),
+        size_gb: 2,
+        node: None,
+        node_selector: Default::default(),
+    };
+    let mut create = Vec::with_capacity(count);
+    for i in 0..count {
+        let name = format!("bench-vol-{i}");
+        let t = Instant::now();
+        client.volume_create(&req(&name)).await?;
+        wait_volume(&client, &name, cloud_api::VolumeStatus::Available).await?;
+        create.push(t.elapsed());
+        client.volume_delete(&name).await?;
+    }
+    // Throughput: one instance with a volume at /data.
+    client.volume_create(&req("bench-vol-io")).await?;
+    wait_volume(&client, "bench-vol-io", cloud_api::VolumeStatus::Available).await?;
+    let inst = client
+        .instance_create(&CreateInstanceRequest {
+            name: Some("bench-io".into()),
+            kind: InstanceKind::Container,
+            image: "local/busybox:latest".into(),
+            command: vec!["sleep".into(), "3600".into()],
+            env: Default::default(),
+            cpu_millis: 1000,
+            memory_mb: 256,
+            restart_policy: RestartPolicy::Never,
+            node_selector: Default::default(),
+            placement_group: None,
+            placement_strategy: None,
+            subnet_id: None,
+            private_ip: None,
+            security_groups: Vec::new(),
+            volumes: vec![cloud_api::VolumeMount {
+                volume: "bench-vol-io".into(),
+                mount_path: "/data".into(),
+            }],
+        })
+        .await?;
+    let container = loop {
+        let i = client.instance_get(&inst.id.to_string()).await?;
+        if i.status == InstanceStatus::Running {
+            break i.runtime_id.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dd =
+        format!("dd if=/dev/zero of=/data/bench bs=1M count={write_mib} conv=fsync 2>/dev/null");
+    let host_file = host_dir.join("bench-host.tmp");
+    let mut inside = Vec::new();
+    let mut host = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let o = Command::new(docker)
+            .args(["exec", &container, "sh", "-c", &dd])
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "dd in the container failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        inside.push(t.elapsed());
+        let t = Instant::now();
+        let o = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", host_file.display()))
+            .args(["bs=1M", &format!("count={write_mib}"), "conv=fsync"])
+            .output()?;
+        anyhow::ensure!(o.status.success(), "dd on the host failed");
+        host.push(t.elapsed());
+        let _ = std::fs::remove_file(&host_file);
+    }
+    let mbps = |d: Duration| write_mib as f64 / d.as_secs_f64();
+    println!(
+        "POST /v1/volumes -> available (2 GB) : {}",
+        summary(&mut create)
+    );
+    println!(
+        "write {write_mib} MiB + fsync, container on volume : median {:.0} MiB/s ({})",
+        mbps(median(&inside)),
+        summary(&mut inside)
+    );
+    println!(
+        "write {write_mib} MiB + fsync, host directly       : median {:.0} MiB/s ({})",
+        mbps(median(&host)),
+        summary(&mut host)
+    );
+    client.instance_delete(&inst.id.to_string()).await?;
+    while client.instance_get(&inst.id.to_string()).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_volume(&client, "bench-vol-io", cloud_api::VolumeStatus::Available).await?;
+    client.volume_delete("bench-vol-io").await?;
     Ok(())
 }
