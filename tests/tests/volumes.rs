@@ -350,3 +350,59 @@ async fn instances_mount_volumes_on_their_node_and_data_outlives_them() {
     let (s, msg) = status(client.volume_attach("data", "db3", "/other").await);
     assert_eq!(s, 409, "{msg}");
 }
+
+#[tokio::test]
+async fn an_agent_restart_keeps_mounted_volumes_in_place() {
+    let c = Cluster::start().await;
+    let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
+        "local/busybox:latest",
+    ]));
+    let vols = FakeVolumes::new(50 << 30);
+    let config = || {
+        let mut cfg = c.agent_config("disk");
+        cfg.volumes = Some(Arc::new(vols.clone()));
+        cfg
+    };
+    let agent = cloud_agent::start(config(), runtime.clone()).await.unwrap();
+    c.wait_node_ready("disk").await;
+    let client = c.client();
+    wait_for("pool reported", Duration::from_secs(15), || {
+        let client = client.clone();
+        async move { client.node_get("disk").await.ok()?.usage?.volume_pool }
+    })
+    .await;
+    client.volume_create(&req("data", 1)).await.unwrap();
+    wait_volume(&c, "data", VolumeStatus::Available).await;
+    let i = client
+        .instance_create(&cloud_api::CreateInstanceRequest {
+            volumes: vec![cloud_api::VolumeMount {
+                volume: "data".into(),
+                mount_path: "/data".into(),
+            }],
+            ..cloud_tests::busybox("db", &["sleep", "1000"])
+        })
+        .await
+        .unwrap();
+    let before = c
+        .wait_instance(&i.name, cloud_api::InstanceStatus::Running)
+        .await;
+    wait_volume(&c, "data", VolumeStatus::InUse).await;
+
+    // The agent crashes and comes back over the same host (runtime and volumes).
+    agent.abort();
+    let agent = cloud_agent::start(config(), runtime.clone()).await.unwrap();
+    c.wait_node_ready("disk").await;
+    // A few passes of the new agent: nothing is recreated, the volume stays in use.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = client.instance_get("db").await.unwrap();
+    assert_eq!(after.status, cloud_api::InstanceStatus::Running);
+    assert_eq!(
+        after.runtime_id, before.runtime_id,
+        "container adopted, not recreated"
+    );
+    assert_eq!(runtime.container_count(), 1);
+    let v = client.volume_get("data").await.unwrap();
+    assert_eq!(v.status, VolumeStatus::InUse);
+    assert_eq!(v.instance_id, Some(i.id));
+    agent.abort();
+}
