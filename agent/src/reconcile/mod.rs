@@ -33,6 +33,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// Directory inside each mounted volume that containers see at their mount path.
+const VOLUME_ROOT: &str = "root";
+
 /// Errors of the reconciler.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -468,10 +471,23 @@ impl Reconciler {
                 .backend()
                 .ok_or_else(|| volumes::NO_BACKEND.to_owned())?;
             for (volume, path) in &spec.mounts {
-                let host = backend
+                let mountpoint = backend
                     .mount(volume)
                     .await
                     .map_err(|e| format!("volume {volume}: {e}"))?;
+                // Bind a directory *inside* the volume's filesystem: should the volume ever be
+                // unmounted under a container (host reboot), Docker then refuses to start it
+                // instead of silently binding the empty mountpoint on the host's disk.
+                let host = mountpoint.join(VOLUME_ROOT);
+                // (A backend that mounts nothing real, like the in-memory fake, has no directory.)
+                if tokio::fs::metadata(&mountpoint)
+                    .await
+                    .is_ok_and(|m| m.is_dir())
+                {
+                    tokio::fs::create_dir_all(&host).await.map_err(|e| {
+                        format!("volume {volume}: cannot prepare {}: {e}", host.display())
+                    })?;
+                }
                 cspec.binds.push(format!("{}:{path}", host.display()));
             }
             cspec
