@@ -143,71 +143,154 @@ pub fn elapsed(d: Duration) -> String {
 /// What one poll saw: the instance, or nothing (404).
 pub type Observation = std::result::Result<Option<Instance>, ClientError>;
 
-/// Polls `fetch` until `goal` is reached, it fails, or `timeout` passes; progress goes to `log`.
-pub async fn until<F, Fut>(
-    goal: Goal,
-    first: &Instance,
+/// What the polling loop needs to know about the thing it waits on (an instance, a volume):
+/// the pure decisions, and how to name it in messages.
+pub trait Watch {
+    type Item: Clone;
+    /// Its name, for messages.
+    fn name(item: &Self::Item) -> &str;
+    /// Its status word, for the timeout message.
+    fn status(item: &Self::Item) -> String;
+    /// Prefix of its name in errors: "" for instances ("web failed"), "volume " for volumes.
+    const NOUN: &'static str;
+    /// The CLI command that shows it (`cloud <SHOW> show NAME`).
+    const SHOW: &'static str;
+    fn judge(&self, item: &Self::Item) -> Verdict;
+    /// The progress text for this observation, if anything changed.
+    fn observe(&mut self, item: &Self::Item) -> Option<String>;
+    /// The progress text when it disappeared.
+    fn gone(&mut self) -> String;
+    /// Whether disappearing is the goal (rm), and the goal's word for the timeout message.
+    fn waits_for_gone(&self) -> bool;
+    fn goal_word(&self) -> &'static str;
+}
+
+/// Polls `fetch` until the watcher is satisfied, it fails, or `timeout` passes; progress goes
+/// to `log`. The one loop behind every `--wait`.
+pub async fn poll<W, F, Fut>(
+    mut w: W,
+    first: &W::Item,
     timeout: Duration,
     interval: Duration,
     mut fetch: F,
     log: &mut dyn Write,
-) -> Result<Option<Instance>>
+) -> Result<Option<W::Item>>
 where
+    W: Watch,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Observation>,
+    Fut: Future<Output = std::result::Result<Option<W::Item>, ClientError>>,
 {
     let start = Instant::now();
-    let baseline = if goal == Goal::Running && first.status == InstanceStatus::Pending {
-        // A new instance: every failure is news.
-        None
-    } else {
-        Some(first.updated_at)
-    };
-    let mut progress = Progress::new(&first.name);
     let mut current = first.clone();
     loop {
-        if let Some(text) = progress.observe(&current) {
+        if let Some(text) = w.observe(&current) {
             write(log, &text);
         }
-        match judge(goal, &current, baseline) {
+        match w.judge(&current) {
             Verdict::Done => {
                 write(log, &format!(" ({})\n", elapsed(start.elapsed())));
                 return Ok(Some(current));
             }
             Verdict::Failed(reason) => {
                 write(log, "\n");
-                bail!("{} {reason}", current.name);
+                bail!("{}{} {reason}", W::NOUN, W::name(&current));
             }
             Verdict::Waiting => {}
         }
         if start.elapsed() >= timeout {
             write(log, "\n");
+            let name = W::name(&current);
             bail!(
-                "timed out after {} waiting for {} to be {} (still {}); \
-                 check later with `cloud instance show {}`",
+                "timed out after {} waiting for {}{name} to be {} (still {}); \
+                 check later with `cloud {} show {name}`",
                 elapsed(timeout),
-                current.name,
-                goal.describe(),
-                current.status,
-                current.name
+                W::NOUN,
+                w.goal_word(),
+                W::status(&current),
+                W::SHOW,
             );
         }
         tokio::time::sleep(interval).await;
         match fetch().await? {
-            Some(inst) => current = inst,
-            None if goal == Goal::Gone => {
+            Some(item) => current = item,
+            None if w.waits_for_gone() => {
                 write(
                     log,
-                    &format!("{} ({})\n", progress.gone(), elapsed(start.elapsed())),
+                    &format!("{} ({})\n", w.gone(), elapsed(start.elapsed())),
                 );
                 return Ok(None);
             }
             None => {
                 write(log, "\n");
-                return Err(anyhow!("{} was deleted while waiting", current.name));
+                return Err(anyhow!(
+                    "{}{} was deleted while waiting",
+                    W::NOUN,
+                    W::name(&current)
+                ));
             }
         }
     }
+}
+
+/// Waiting on an instance.
+struct InstanceWatch {
+    goal: Goal,
+    baseline: Option<DateTime<Utc>>,
+    progress: Progress,
+}
+
+impl Watch for InstanceWatch {
+    type Item = Instance;
+    const NOUN: &'static str = "";
+    const SHOW: &'static str = "instance";
+    fn name(item: &Instance) -> &str {
+        &item.name
+    }
+    fn status(item: &Instance) -> String {
+        item.status.to_string()
+    }
+    fn judge(&self, item: &Instance) -> Verdict {
+        judge(self.goal, item, self.baseline)
+    }
+    fn observe(&mut self, item: &Instance) -> Option<String> {
+        self.progress.observe(item)
+    }
+    fn gone(&mut self) -> String {
+        self.progress.gone()
+    }
+    fn waits_for_gone(&self) -> bool {
+        self.goal == Goal::Gone
+    }
+    fn goal_word(&self) -> &'static str {
+        self.goal.describe()
+    }
+}
+
+/// Polls `fetch` until `goal` is reached, it fails, or `timeout` passes; progress goes to `log`.
+pub async fn until<F, Fut>(
+    goal: Goal,
+    first: &Instance,
+    timeout: Duration,
+    interval: Duration,
+    fetch: F,
+    log: &mut dyn Write,
+) -> Result<Option<Instance>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Observation>,
+{
+    let baseline = if goal == Goal::Running && first.status == InstanceStatus::Pending {
+        // A new instance: every failure is news.
+        None
+    } else {
+        Some(first.updated_at)
+    };
+    let w = InstanceWatch {
+        goal,
+        baseline,
+        progress: Progress::new(&first.name),
+    };
+    poll(w, first, timeout, interval, fetch, log).await
 }
 
 /// Progress is best effort: a closed stderr must not fail the command.

@@ -4,13 +4,13 @@
 //! The decisions (`judge`, `Progress::observe`) are pure; the loop takes a fetch function so
 //! it can be tested without a server.
 
-use crate::wait::{POLL_INTERVAL, elapsed, write};
-use anyhow::{Result, anyhow, bail};
+use crate::wait::{POLL_INTERVAL, Verdict, Watch, poll};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use cloud_api::{Client, ClientError, ErrorCode, Volume, VolumeStatus};
 use std::future::Future;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The state a volume command waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +28,6 @@ impl Goal {
             Goal::Gone => "deleted",
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Done,
-    /// Why it will not get there, to follow the volume's name: `failed: no space left`.
-    Failed(String),
-    Waiting,
 }
 
 /// Decides whether `vol` reached `goal`. `baseline` is the `updated_at` of the volume as the
@@ -120,70 +112,64 @@ impl Progress {
 /// What one poll saw: the volume, or nothing (404).
 pub type Observation = std::result::Result<Option<Volume>, ClientError>;
 
+/// Waiting on a volume.
+struct VolumeWatch {
+    goal: Goal,
+    baseline: Option<DateTime<Utc>>,
+    progress: Progress,
+}
+
+impl Watch for VolumeWatch {
+    type Item = Volume;
+    const NOUN: &'static str = "volume ";
+    const SHOW: &'static str = "volume";
+    fn name(item: &Volume) -> &str {
+        &item.name
+    }
+    fn status(item: &Volume) -> String {
+        item.status.to_string()
+    }
+    fn judge(&self, item: &Volume) -> Verdict {
+        judge(self.goal, item, self.baseline)
+    }
+    fn observe(&mut self, item: &Volume) -> Option<String> {
+        self.progress.observe(item)
+    }
+    fn gone(&mut self) -> String {
+        self.progress.gone()
+    }
+    fn waits_for_gone(&self) -> bool {
+        self.goal == Goal::Gone
+    }
+    fn goal_word(&self) -> &'static str {
+        self.goal.describe()
+    }
+}
+
 /// Polls `fetch` until `goal` is reached, it fails, or `timeout` passes; progress goes to `log`.
 pub async fn until<F, Fut>(
     goal: Goal,
     first: &Volume,
     timeout: Duration,
     interval: Duration,
-    mut fetch: F,
+    fetch: F,
     log: &mut dyn Write,
 ) -> Result<Option<Volume>>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Observation>,
 {
-    let start = Instant::now();
     let baseline = match goal {
         // A new volume: every failure is news.
         Goal::Available => None,
         Goal::Gone => Some(first.updated_at),
     };
-    let mut progress = Progress::new(&first.name);
-    let mut current = first.clone();
-    loop {
-        if let Some(text) = progress.observe(&current) {
-            write(log, &text);
-        }
-        match judge(goal, &current, baseline) {
-            Verdict::Done => {
-                write(log, &format!(" ({})\n", elapsed(start.elapsed())));
-                return Ok(Some(current));
-            }
-            Verdict::Failed(reason) => {
-                write(log, "\n");
-                bail!("volume {} {reason}", current.name);
-            }
-            Verdict::Waiting => {}
-        }
-        if start.elapsed() >= timeout {
-            write(log, "\n");
-            bail!(
-                "timed out after {} waiting for volume {} to be {} (still {}); \
-                 check later with `cloud volume show {}`",
-                elapsed(timeout),
-                current.name,
-                goal.describe(),
-                current.status,
-                current.name
-            );
-        }
-        tokio::time::sleep(interval).await;
-        match fetch().await? {
-            Some(vol) => current = vol,
-            None if goal == Goal::Gone => {
-                write(
-                    log,
-                    &format!("{} ({})\n", progress.gone(), elapsed(start.elapsed())),
-                );
-                return Ok(None);
-            }
-            None => {
-                write(log, "\n");
-                return Err(anyhow!("volume {} was deleted while waiting", current.name));
-            }
-        }
-    }
+    let w = VolumeWatch {
+        goal,
+        baseline,
+        progress: Progress::new(&first.name),
+    };
+    poll(w, first, timeout, interval, fetch, log).await
 }
 
 /// `GET /v1/volumes/{id}`, a 404 being `None`.
