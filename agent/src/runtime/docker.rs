@@ -163,7 +163,6 @@ fn info_from(resp: ContainerInspectResponse) -> ContainerInfo {
         nano_cpus: host.nano_cpus.unwrap_or(0),
         restart_policy,
         pid: state.pid.unwrap_or(0),
-        network_none: host.network_mode.as_deref() == Some("none"),
     }
 }
 

@@ -301,7 +301,6 @@ impl FakeRuntime {
             nano_cpus: spec.nano_cpus,
             restart_policy: spec.restart_policy,
             pid: 0,
-            network_none: spec.network_none,
         };
         st.containers.insert(
             id.clone(),

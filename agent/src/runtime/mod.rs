@@ -142,8 +142,6 @@ pub struct ContainerInfo {
     /// Host PID of the container's init process while it runs (0 otherwise); its network
     /// namespace is `/proc/<pid>/ns/net`. Changes on every (re)start.
     pub pid: i64,
-    /// Created with network mode `none`.
-    pub network_none: bool,
 }
 
 impl ContainerInfo {

@@ -573,19 +573,6 @@ impl Store {
         })
     }
 
-    /// The groups of an instance.
-    pub async fn instance_groups(&self, instance: Uuid) -> StoreResult<Vec<Uuid>> {
-        on_pool!(self, p => {
-            let rows: Vec<(Uuid,)> = sqlx::query_as(
-                "SELECT group_id FROM instance_security_groups WHERE instance_id = $1 ORDER BY group_id",
-            )
-            .bind(instance)
-            .fetch_all(p)
-            .await?;
-            Ok(rows.into_iter().map(|r| r.0).collect())
-        })
-    }
-
     /// Adds or removes a group on an instance's port, waking every node that depends on it.
     pub async fn instance_set_group(
         &self,
