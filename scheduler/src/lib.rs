@@ -26,6 +26,7 @@ pub mod statuswriter;
 pub mod store;
 pub mod tasks;
 pub mod views;
+pub mod voldesired;
 
 pub use config::Config;
 pub use server::{Running, start};

@@ -392,15 +392,25 @@ async fn an_agent_restart_keeps_mounted_volumes_in_place() {
     agent.abort();
     let agent = cloud_agent::start(config(), runtime.clone()).await.unwrap();
     c.wait_node_ready("disk").await;
-    // A few passes of the new agent: nothing is recreated, the volume stays in use.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Proof that the new agent has reconciled: a new instance on the node comes up. Then the
+    // old container must still be the one it adopted, not a recreated one.
+    client
+        .instance_create(&cloud_tests::busybox("probe", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    c.wait_instance("probe", cloud_api::InstanceStatus::Running)
+        .await;
     let after = client.instance_get("db").await.unwrap();
     assert_eq!(after.status, cloud_api::InstanceStatus::Running);
     assert_eq!(
         after.runtime_id, before.runtime_id,
         "container adopted, not recreated"
     );
-    assert_eq!(runtime.container_count(), 1);
+    assert_eq!(
+        runtime.container_count(),
+        2,
+        "db's and probe's containers only"
+    );
     let v = client.volume_get("data").await.unwrap();
     assert_eq!(v.status, VolumeStatus::InUse);
     assert_eq!(v.instance_id, Some(i.id));

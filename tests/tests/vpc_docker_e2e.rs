@@ -381,8 +381,24 @@ async fn instances_on_two_hosts_talk_over_their_vpc_and_nothing_else() {
     crashed.abort();
     assert!(ping_from(&ca, &ip_b), "traffic flows with b's agent down");
     let restarted = vpc_agent(&c, if hb == 1 { "vpc-h1" } else { "vpc-h2" }, hb).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(ping_from(&ca, &ip_b), "traffic flows after the restart");
+    // Proof that the new agent reconciles b's port: taking b's group away closes it, giving
+    // it back opens it again; only then is "port kept" meaningful.
+    client.instance_sg_detach("b", "ping").await.unwrap();
+    wait_for(
+        "the restarted agent applies b's rules",
+        Duration::from_secs(15),
+        || {
+            let (ca, ip_b) = (ca.clone(), ip_b.clone());
+            async move { (!ping_from(&ca, &ip_b)).then_some(()) }
+        },
+    )
+    .await;
+    client.instance_sg_attach("b", "ping").await.unwrap();
+    wait_for("b reachable again", Duration::from_secs(15), || {
+        let (ca, ip_b) = (ca.clone(), ip_b.clone());
+        async move { ping_from(&ca, &ip_b).then_some(()) }
+    })
+    .await;
     assert_eq!(
         link_index(&ns_b, &port_of(&b)),
         Some(port_before),

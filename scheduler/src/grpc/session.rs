@@ -227,37 +227,9 @@ async fn push_desired(
             return false;
         }
     };
-    if app.has_volumes(node.0) {
-        match app.store.node_mounts(node.0).await {
-            Ok(mounts) => {
-                for spec in &mut instances {
-                    spec.mounts = mounts
-                        .iter()
-                        .filter(|(inst, _, _)| inst.to_string() == spec.instance_id)
-                        .map(|(_, volume, path)| pb::VolumeMount {
-                            volume_id: volume.to_string(),
-                            mount_path: path.clone(),
-                        })
-                        .collect();
-                }
-            }
-            Err(e) => {
-                tracing::error!(%node, error = %e, "cannot load the node's volume mounts; will retry");
-                return false;
-            }
-        }
-    }
     let (volumes, delete_volumes) = if app.has_volumes(node.0) {
-        match app.store.node_volumes(node.0).await {
-            Ok((keep, delete)) => (
-                keep.into_iter()
-                    .map(|(id, gb)| pb::VolumeSpec {
-                        volume_id: id.to_string(),
-                        size_bytes: crate::store::to_u64(gb).saturating_mul(1 << 30),
-                    })
-                    .collect(),
-                delete.into_iter().map(|id| id.to_string()).collect(),
-            ),
+        match crate::voldesired::fill(&app.store, node.0, &mut instances).await {
+            Ok(v) => v,
             Err(e) => {
                 tracing::error!(%node, error = %e, "cannot load the node's volumes; will retry");
                 return false;

@@ -124,12 +124,9 @@ pub async fn subnet_delete(
 // ---------------------------------------------------------------------- security groups
 
 async fn sg_view(app: &App, g: crate::store::SecurityGroupRecord) -> ApiResult<SecurityGroup> {
-    let rules = app
-        .store
-        .sg_rules(&[g.id])
-        .await
-        .map_err(crate::error::Error::from)?;
-    Ok(views::security_group(g, rules)?)
+    let mut v = app.sg_views(vec![g]).await?;
+    Ok(v.pop()
+        .ok_or_else(|| crate::error::Error::internal(anyhow::anyhow!("group view vanished")))?)
 }
 
 pub async fn sg_list(
@@ -138,15 +135,7 @@ pub async fn sg_list(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<SecurityGroup>>> {
     let (after, limit) = page::parse::<SecurityGroupId>(&q)?;
-    let groups = app
-        .store
-        .sg_list(caller.project, after, limit)
-        .await
-        .map_err(crate::error::Error::from)?;
-    let mut items = Vec::with_capacity(groups.len());
-    for g in groups {
-        items.push(sg_view(&app, g).await?);
-    }
+    let items = app.sg_list(&caller, after, limit).await?;
     let next_cursor = page::next_cursor(&items, limit, |g| g.id.to_string());
     Ok(Json(Page { items, next_cursor }))
 }

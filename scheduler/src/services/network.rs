@@ -260,6 +260,36 @@ impl App {
         found.map_err(not_found("security group", id_or_name))
     }
 
+    /// API views of security groups with their rules (one rules query for all).
+    pub async fn sg_views(
+        &self,
+        groups: Vec<SecurityGroupRecord>,
+    ) -> Result<Vec<cloud_api::SecurityGroup>> {
+        let ids: Vec<Uuid> = groups.iter().map(|g| g.id).collect();
+        let mut by_group: std::collections::HashMap<Uuid, Vec<crate::store::RuleRecord>> =
+            Default::default();
+        for r in self.store.sg_rules(&ids).await? {
+            by_group.entry(r.group_id).or_default().push(r);
+        }
+        groups
+            .into_iter()
+            .map(|g| {
+                let rules = by_group.remove(&g.id).unwrap_or_default();
+                crate::views::security_group(g, rules)
+            })
+            .collect()
+    }
+
+    pub async fn sg_list(
+        &self,
+        caller: &Caller,
+        after: Option<SecurityGroupId>,
+        limit: u32,
+    ) -> Result<Vec<cloud_api::SecurityGroup>> {
+        let groups = self.store.sg_list(caller.project, after, limit).await?;
+        self.sg_views(groups).await
+    }
+
     /// Validates rules and resolves their source groups (`own` = the group being written, by
     /// name and id, so a group may name itself).
     async fn sg_rules(

@@ -68,30 +68,26 @@ impl App {
             })?),
         };
         // Candidates: ready nodes matching the request whose pool reports room; most free first.
+        // (Only status and labels are needed: no allocation sums over every instance.)
         let nodes = match pinned {
-            Some(n) => vec![n],
-            None => self.store.node_snapshot().await?,
+            Some(n) => vec![(n.node.id, n.node.status, n.node.labels.0)],
+            None => self.store.node_labels().await?,
         };
         let mut no_pool = 0usize;
         let mut not_ready = 0usize;
         let mut no_match = 0usize;
         let mut too_small = Vec::new();
         let mut candidates = Vec::new();
-        for n in nodes {
-            let node = &n.node;
-            if node.status != "ready" {
+        for (id, status, labels) in nodes {
+            if status != "ready" {
                 not_ready += 1;
                 continue;
             }
-            if !selector_matches(&req.node_selector, &node.labels.0) {
+            if !selector_matches(&req.node_selector, &labels) {
                 no_match += 1;
                 continue;
             }
-            let Some(pool) = self
-                .sessions
-                .usage(node.id.into())
-                .and_then(|u| u.volume_pool)
-            else {
+            let Some(pool) = self.sessions.usage(id.into()).and_then(|u| u.volume_pool) else {
                 no_pool += 1;
                 continue;
             };
@@ -99,7 +95,7 @@ impl App {
                 too_small.push(pool.free_bytes / GIB);
                 continue;
             }
-            candidates.push((pool.free_bytes, NodeId(node.id), pool.total_bytes / GIB));
+            candidates.push((pool.free_bytes, NodeId(id), pool.total_bytes / GIB));
         }
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let rec = VolumeRecord {

@@ -21,7 +21,7 @@ pub use network::{NewRule, RuleRecord, SecurityGroupRecord, SubnetRecord, VpcRec
 pub use network_desired::NodeNetwork;
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
-pub use volumes::{VolumeRecord, VolumeSeen};
+pub use volumes::{NodeVolumeRow, VolumeRecord, VolumeSeen};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

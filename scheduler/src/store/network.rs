@@ -514,19 +514,24 @@ impl Store {
         .await?))
     }
 
+    /// The rules of `groups`, in one query (in creation order per group).
     pub async fn sg_rules(&self, groups: &[Uuid]) -> StoreResult<Vec<RuleRecord>> {
-        let mut out = Vec::new();
-        for g in groups {
-            let rows: Vec<RuleRecord> = on_pool!(self, p => sqlx::query_as(
-                "SELECT group_id, direction, protocol, port_min, port_max, cidr, source_group_id
-                 FROM security_group_rules WHERE group_id = $1 ORDER BY id",
-            )
-            .bind(*g)
-            .fetch_all(p)
-            .await?);
-            out.extend(rows);
+        if groups.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let list = super::batch::values(1, groups.len(), self.is_postgres());
+        // The SQL holds only placeholders; every value is bound.
+        let sql = format!(
+            "SELECT group_id, direction, protocol, port_min, port_max, cidr, source_group_id
+             FROM security_group_rules WHERE group_id IN {list} ORDER BY group_id, id"
+        );
+        on_pool!(self, p => {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for g in groups {
+                q = q.bind(*g);
+            }
+            Ok(q.fetch_all(p).await?)
+        })
     }
 
     /// Deletes a group; `Conflict` while instances use it or other groups' rules name it.

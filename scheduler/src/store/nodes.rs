@@ -127,6 +127,16 @@ impl Store {
         .await?))
     }
 
+    /// Every node's id, status and labels (cheap: no allocation sums).
+    pub async fn node_labels(&self) -> StoreResult<Vec<(Uuid, String, BTreeMap<String, String>)>> {
+        let rows: Vec<(Uuid, String, Json<BTreeMap<String, String>>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT id, status, labels FROM nodes ORDER BY id",
+        )
+        .fetch_all(p)
+        .await?);
+        Ok(rows.into_iter().map(|(id, s, l)| (id, s, l.0)).collect())
+    }
+
     /// Members of placement groups per node: (node, project, group, count).
     pub async fn node_group_counts(
         &self,

@@ -32,6 +32,9 @@ pub enum VolumeSeen {
     Failed(String),
 }
 
+/// (id, size GB, status, instance it is mounted in, mount path).
+pub type NodeVolumeRow = (Uuid, i64, String, Option<Uuid>, Option<String>);
+
 /// (id, status, reason, change generation, instance it is mounted in unless that is going).
 type ObservedRow = (Uuid, String, Option<String>, i64, Option<Uuid>);
 
@@ -336,32 +339,10 @@ impl Store {
         Ok(())
     }
 
-    /// What a node must have and delete: (volume, size GB) and volumes being deleted.
-    pub async fn node_volumes(&self, node: Uuid) -> StoreResult<(Vec<(Uuid, i64)>, Vec<Uuid>)> {
-        let rows: Vec<(Uuid, i64, String)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT id, size_gb, status FROM volumes WHERE node_id = $1 ORDER BY id",
-        )
-        .bind(node)
-        .fetch_all(p)
-        .await?);
-        let mut keep = Vec::new();
-        let mut delete = Vec::new();
-        for (id, size, status) in rows {
-            if status == "deleting" {
-                delete.push(id);
-            } else {
-                keep.push((id, size));
-            }
-        }
-        Ok((keep, delete))
-    }
-
-    /// Volumes mounted by the instances of a node: (instance, volume, path).
-    pub async fn node_mounts(&self, node: Uuid) -> StoreResult<Vec<(Uuid, Uuid, String)>> {
+    /// Every volume of a node, for its desired state: (id, size GB, status, mounted in, path).
+    pub async fn node_volumes(&self, node: Uuid) -> StoreResult<Vec<NodeVolumeRow>> {
         on_pool!(self, p => Ok(sqlx::query_as(
-            "SELECT instance_id, id, mount_path FROM volumes
-             WHERE node_id = $1 AND instance_id IS NOT NULL AND mount_path IS NOT NULL
-             ORDER BY instance_id, mount_path",
+            "SELECT id, size_gb, status, instance_id, mount_path FROM volumes WHERE node_id = $1 ORDER BY id",
         )
         .bind(node)
         .fetch_all(p)
