@@ -58,6 +58,9 @@ pub struct NodeWithAllocation {
     pub alloc_memory_mb: Option<i64>,
 }
 
+/// Node labels, key → value.
+pub type Labels = BTreeMap<String, String>;
+
 /// What an agent says about its host in `Hello`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeFacts {
@@ -128,8 +131,8 @@ impl Store {
     }
 
     /// Every node's id, status and labels (cheap: no allocation sums).
-    pub async fn node_labels(&self) -> StoreResult<Vec<(Uuid, String, BTreeMap<String, String>)>> {
-        let rows: Vec<(Uuid, String, Json<BTreeMap<String, String>>)> = on_pool!(self, p => sqlx::query_as(
+    pub async fn node_labels(&self) -> StoreResult<Vec<(Uuid, String, Labels)>> {
+        let rows: Vec<(Uuid, String, Json<Labels>)> = on_pool!(self, p => sqlx::query_as(
             "SELECT id, status, labels FROM nodes ORDER BY id",
         )
         .fetch_all(p)
