@@ -3,40 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
 
+mod common;
+
+use common::Cli;
+
 use cloud_tests::{Cluster, wait_for};
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
-
-struct Cli<'a> {
-    url: String,
-    key: String,
-    config: &'a Path,
-}
-
-impl Cli<'_> {
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud"))
-            .args(args)
-            .env("CLOUD_API_URL", &self.url)
-            .env("CLOUD_API_KEY", &self.key)
-            .env("CLOUD_CONFIG", self.config)
-            .output()
-            .await
-            .expect("run cloud")
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            out.status.success(),
-            "cloud {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_cli_session_works() {

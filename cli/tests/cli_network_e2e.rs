@@ -4,77 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
 
+mod common;
+
+use common::Cli;
+
 use cloud_tests::Cluster;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::Output;
-use std::sync::Arc;
-
-struct Cli<'a> {
-    url: String,
-    key: String,
-    config: &'a Path,
-}
-
-impl Cli<'_> {
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud"))
-            .args(args)
-            .env("CLOUD_API_URL", &self.url)
-            .env("CLOUD_API_KEY", &self.key)
-            .env("CLOUD_CONFIG", self.config)
-            .output()
-            .await
-            .expect("run cloud")
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        assert!(
-            out.status.success(),
-            "cloud {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-o", "json"];
-        full.extend_from_slice(args);
-        let out = self.ok(&full).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-
-    /// Exit code 1 and the stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "cloud {args:?}: {err}");
-        assert!(err.starts_with("error: "), "{err}");
-        err
-    }
-}
 
 /// A node over the fake runtime that can run instances in VPCs (it reports an underlay).
 async fn vpc_node(c: &Cluster, name: &str) -> cloud_agent::AgentHandle {
-    let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
-        "local/busybox:latest",
-    ]));
-    let mut cfg = c.agent_config(name);
-    cfg.capacity_override.cpu_millis = Some(4000);
-    cfg.capacity_override.memory_mb = Some(8192);
-    cfg.capacity_override.disk_gb = Some(100);
-    cfg.network = Some(cloud_agent::config::NodeNetwork {
-        underlay_ip: Ipv4Addr::new(192, 0, 2, 1),
-        underlay_mtu: 1500,
-        backend: Arc::new(cloud_agent::network::FakeNetwork::new()),
-    });
-    let agent = cloud_agent::start(cfg, runtime)
+    c.fake_vpc_node(name, Ipv4Addr::new(192, 0, 2, 1))
         .await
-        .expect("agent starts");
-    c.wait_node_ready(name).await;
-    agent
+        .0
+        .agent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,89 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
 
+mod common;
+
+use common::Cli;
+
 use cloud_agent::storage::{FakeVolumes, StorageError, VolumeBackend};
-use cloud_tests::{Cluster, wait_for};
-use std::path::Path;
-use std::process::Output;
-use std::sync::Arc;
-use std::time::Duration;
-
-struct Cli<'a> {
-    url: String,
-    key: String,
-    config: &'a Path,
-}
-
-impl Cli<'_> {
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_cloud"))
-            .args(args)
-            .env("CLOUD_API_URL", &self.url)
-            .env("CLOUD_API_KEY", &self.key)
-            .env("CLOUD_CONFIG", self.config)
-            .output()
-            .await
-            .expect("run cloud")
-    }
-
-    /// Stdout and stderr of a successful run.
-    async fn ok_with_log(&self, args: &[&str]) -> (String, String) {
-        let out = self.run(args).await;
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert!(
-            out.status.success(),
-            "cloud {args:?} failed: {stdout}\n{stderr}"
-        );
-        (stdout, stderr)
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        self.ok_with_log(args).await.0
-    }
-
-    async fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-o", "json"];
-        full.extend_from_slice(args);
-        let out = self.ok(&full).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-
-    /// Exit code 1 and the stderr.
-    async fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args).await;
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "cloud {args:?}: {err}");
-        assert!(
-            err.starts_with("error: ") || err.contains("\nerror: "),
-            "{err}"
-        );
-        err
-    }
-}
+use cloud_tests::Cluster;
 
 /// A node over the fake runtime with a 100 GB volume pool, once the scheduler knows the pool.
 async fn pooled_node(c: &Cluster, name: &str) -> (cloud_agent::AgentHandle, FakeVolumes) {
-    let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
-        "local/busybox:latest",
-    ]));
-    let volumes = FakeVolumes::new(100 << 30);
-    let mut cfg = c.agent_config(name);
-    cfg.volumes = Some(Arc::new(volumes.clone()));
-    let agent = cloud_agent::start(cfg, runtime)
-        .await
-        .expect("agent starts");
-    c.wait_node_ready(name).await;
-    let client = c.client();
-    let n = name.to_string();
-    wait_for("pool reported", Duration::from_secs(15), || {
-        let (client, n) = (client.clone(), n.clone());
-        async move { client.node_get(&n).await.ok()?.usage?.volume_pool }
-    })
-    .await;
-    (agent, volumes)
+    let (node, volumes) = c.fake_volume_node(name, 100).await;
+    (node.agent, volumes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,6 +203,28 @@ impl Cluster {
         FakeNode { agent, runtime }
     }
 
+    /// A fake node whose agent configuration `tune` adjusts (network, volumes …) before it
+    /// starts; waits until the node is ready.
+    pub async fn fake_node_with(
+        &self,
+        name: &str,
+        tune: impl FnOnce(&mut cloud_agent::AgentConfig),
+    ) -> FakeNode {
+        let runtime = std::sync::Arc::new(cloud_agent::FakeRuntime::with_images([
+            "local/busybox:latest",
+        ]));
+        let mut cfg = self.agent_config(name);
+        cfg.capacity_override.cpu_millis = Some(4000);
+        cfg.capacity_override.memory_mb = Some(8192);
+        cfg.capacity_override.disk_gb = Some(100);
+        tune(&mut cfg);
+        let agent = cloud_agent::start(cfg, runtime.clone())
+            .await
+            .expect("agent starts");
+        self.wait_node_ready(name).await;
+        FakeNode { agent, runtime }
+    }
+
     /// A fake node with VPC networking: the in-memory data plane and `underlay` as its VXLAN
     /// endpoint address. The returned `FakeNetwork` shows what the agent built.
     pub async fn fake_vpc_node(
@@ -210,24 +232,39 @@ impl Cluster {
         name: &str,
         underlay: std::net::Ipv4Addr,
     ) -> (FakeNode, cloud_agent::network::FakeNetwork) {
-        let runtime = std::sync::Arc::new(cloud_agent::FakeRuntime::with_images([
-            "local/busybox:latest",
-        ]));
         let net = cloud_agent::network::FakeNetwork::new();
-        let mut cfg = self.agent_config(name);
-        cfg.capacity_override.cpu_millis = Some(4000);
-        cfg.capacity_override.memory_mb = Some(8192);
-        cfg.capacity_override.disk_gb = Some(100);
-        cfg.network = Some(cloud_agent::config::NodeNetwork {
-            underlay_ip: underlay,
-            underlay_mtu: 1500,
-            backend: std::sync::Arc::new(net.clone()),
-        });
-        let agent = cloud_agent::start(cfg, runtime.clone())
-            .await
-            .expect("agent starts");
-        self.wait_node_ready(name).await;
-        (FakeNode { agent, runtime }, net)
+        let backend = std::sync::Arc::new(net.clone());
+        let node = self
+            .fake_node_with(name, |cfg| {
+                cfg.network = Some(cloud_agent::config::NodeNetwork {
+                    underlay_ip: underlay,
+                    underlay_mtu: 1500,
+                    backend,
+                });
+            })
+            .await;
+        (node, net)
+    }
+
+    /// A fake node with an in-memory volume pool of `gb` GB, once the scheduler has its pool
+    /// from telemetry (volumes can be placed there from then on).
+    pub async fn fake_volume_node(
+        &self,
+        name: &str,
+        gb: u64,
+    ) -> (FakeNode, cloud_agent::storage::FakeVolumes) {
+        let volumes = cloud_agent::storage::FakeVolumes::new(gb << 30);
+        let backend = std::sync::Arc::new(volumes.clone());
+        let node = self
+            .fake_node_with(name, |cfg| cfg.volumes = Some(backend))
+            .await;
+        let client = self.client();
+        wait_for("volume pool reported", Duration::from_secs(15), || {
+            let client = client.clone();
+            async move { client.node_get(name).await.ok()?.usage?.volume_pool }
+        })
+        .await;
+        (node, volumes)
     }
 
     /// Starts an agent over `runtime` and waits until its node is ready.

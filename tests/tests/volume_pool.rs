@@ -10,15 +10,10 @@ use std::time::Duration;
 #[tokio::test]
 async fn nodes_report_their_volume_pool() {
     let c = Cluster::start().await;
-    let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
-        "local/busybox:latest",
-    ]));
-    let mut cfg = c.agent_config("pooled");
-    cfg.volumes = Some(Arc::new(cloud_agent::storage::FakeVolumes::lvm_like(
-        50 << 30,
-    )));
-    let agent = cloud_agent::start(cfg, runtime).await.unwrap();
-    c.wait_node_ready("pooled").await;
+    let backend = Arc::new(cloud_agent::storage::FakeVolumes::lvm_like(50 << 30));
+    let node = c
+        .fake_node_with("pooled", |cfg| cfg.volumes = Some(backend))
+        .await;
     let _plain = c.fake_node("plain").await;
     let client = c.client();
     let pool = wait_for("pool in telemetry", Duration::from_secs(15), || {
@@ -38,5 +33,5 @@ async fn nodes_report_their_volume_pool() {
         plain.volume_pool.is_none(),
         "no backend, no pool: {plain:?}"
     );
-    agent.abort();
+    node.agent.abort();
 }

@@ -27,8 +27,8 @@ fn status(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
 }
 
 async fn pooled_node(c: &Cluster, name: &str, gb: u64) -> (cloud_agent::AgentHandle, FakeVolumes) {
-    let (agent, volumes, _) = pooled_node_rt(c, name, gb).await;
-    (agent, volumes)
+    let (node, volumes) = c.fake_volume_node(name, gb).await;
+    (node.agent, volumes)
 }
 
 async fn pooled_node_rt(
@@ -40,22 +40,8 @@ async fn pooled_node_rt(
     FakeVolumes,
     Arc<cloud_agent::FakeRuntime>,
 ) {
-    let runtime = Arc::new(cloud_agent::FakeRuntime::with_images([
-        "local/busybox:latest",
-    ]));
-    let volumes = FakeVolumes::new(gb << 30);
-    let mut cfg = c.agent_config(name);
-    cfg.volumes = Some(Arc::new(volumes.clone()));
-    let agent = cloud_agent::start(cfg, runtime.clone()).await.unwrap();
-    c.wait_node_ready(name).await;
-    let client = c.client();
-    let n = name.to_string();
-    wait_for("pool reported", Duration::from_secs(15), || {
-        let (client, n) = (client.clone(), n.clone());
-        async move { client.node_get(&n).await.ok()?.usage?.volume_pool }
-    })
-    .await;
-    (agent, volumes, runtime)
+    let (node, volumes) = c.fake_volume_node(name, gb).await;
+    (node.agent, volumes, node.runtime)
 }
 
 async fn lifecycle(c: &Cluster) {
