@@ -17,9 +17,19 @@ pub fn desired_from_pb(d: pb::DesiredState) -> DesiredState {
             .map(|v| crate::model::VolumeSpec {
                 volume_id: v.volume_id.clone(),
                 size_bytes: v.size_bytes,
+                from_snapshot_id: Some(v.from_snapshot_id.clone()).filter(|s| !s.is_empty()),
             })
             .collect(),
         delete_volumes: d.delete_volumes.clone(),
+        snapshots: d
+            .snapshots
+            .iter()
+            .map(|s| crate::model::SnapshotSpec {
+                snapshot_id: s.snapshot_id.clone(),
+                volume_id: s.volume_id.clone(),
+            })
+            .collect(),
+        delete_snapshots: d.delete_snapshots.clone(),
         instances: d.instances.into_iter().map(spec_from_pb).collect(),
     }
 }
@@ -81,16 +91,31 @@ pub fn observed_to_pb(o: &ObservedState) -> pb::ObservedState {
             .iter()
             .map(|v| pb::VolumeObservation {
                 volume_id: v.volume_id.clone(),
-                state: match v.state {
-                    crate::model::VolumeState::Available => pb::VolumeState::VolumeAvailable,
-                    crate::model::VolumeState::Failed => pb::VolumeState::VolumeFailed,
-                    crate::model::VolumeState::Orphan => pb::VolumeState::VolumeOrphan,
-                } as i32,
+                state: volume_state_to_pb(v.state) as i32,
                 size_bytes: v.size_bytes,
                 reason: v.reason.clone(),
                 instance_id: v.instance_id.clone(),
             })
             .collect(),
+        snapshots: o
+            .snapshots
+            .iter()
+            .map(|s| pb::SnapshotObservation {
+                snapshot_id: s.snapshot_id.clone(),
+                volume_id: s.volume_id.clone(),
+                state: volume_state_to_pb(s.state) as i32,
+                size_bytes: s.size_bytes,
+                reason: s.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn volume_state_to_pb(s: crate::model::VolumeState) -> pb::VolumeState {
+    match s {
+        crate::model::VolumeState::Available => pb::VolumeState::VolumeAvailable,
+        crate::model::VolumeState::Failed => pb::VolumeState::VolumeFailed,
+        crate::model::VolumeState::Orphan => pb::VolumeState::VolumeOrphan,
     }
 }
 
@@ -167,6 +192,8 @@ mod tests {
             vpcs: vec![],
             volumes: Vec::new(),
             delete_volumes: Vec::new(),
+            snapshots: Vec::new(),
+            delete_snapshots: Vec::new(),
         };
         let d = desired_from_pb(d);
         assert_eq!(d.generation, 7);
@@ -182,6 +209,8 @@ mod tests {
             vpcs: vec![],
             volumes: Vec::new(),
             delete_volumes: Vec::new(),
+            snapshots: Vec::new(),
+            delete_snapshots: Vec::new(),
         });
         assert_eq!(unspecified.instances[0].desired, RunState::Running);
         assert_eq!(
@@ -205,9 +234,18 @@ mod tests {
                 reason: String::new(),
                 instance_id: "i".into(),
             }],
+            snapshots: vec![crate::model::SnapshotObservation {
+                snapshot_id: "s".into(),
+                volume_id: "v".into(),
+                state: crate::model::VolumeState::Failed,
+                size_bytes: 1 << 30,
+                reason: "no space".into(),
+            }],
         };
         let p = observed_to_pb(&o);
         assert_eq!(p.volumes[0].state, pb::VolumeState::VolumeOrphan as i32);
+        assert_eq!(p.snapshots[0].state, pb::VolumeState::VolumeFailed as i32);
+        assert_eq!(p.snapshots[0].reason, "no space");
         assert_eq!(p.applied_generation, 3);
         assert_eq!(p.instances[0].state, pb::InstanceState::Failed as i32);
         assert_eq!(p.instances[0].exit_code, Some(2));

@@ -79,13 +79,36 @@ pub struct DesiredState {
     pub volumes: Vec<VolumeSpec>,
     /// Volumes this node must delete.
     pub delete_volumes: Vec<String>,
+    /// Snapshots this node must have.
+    pub snapshots: Vec<SnapshotSpec>,
+    /// Snapshots this node must delete.
+    pub delete_snapshots: Vec<String>,
 }
 
 /// A volume the scheduler wants on this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VolumeSpec {
     pub volume_id: String,
     pub size_bytes: u64,
+    /// Create it from this snapshot (a restore) when it does not exist yet.
+    pub from_snapshot_id: Option<String>,
+}
+
+/// A snapshot the scheduler wants on this node, of one of its volumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSpec {
+    pub snapshot_id: String,
+    pub volume_id: String,
+}
+
+/// What the agent sees of one snapshot (state as for volumes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotObservation {
+    pub snapshot_id: String,
+    pub volume_id: String,
+    pub state: VolumeState,
+    pub size_bytes: u64,
+    pub reason: String,
 }
 
 /// What the agent sees of one volume.
@@ -153,6 +176,8 @@ pub struct ObservedState {
     pub instances: Vec<InstanceObservation>,
     /// Volumes (sorted by id).
     pub volumes: Vec<VolumeObservation>,
+    /// Snapshots (sorted by id).
+    pub snapshots: Vec<SnapshotObservation>,
 }
 
 impl ObservedState {

@@ -157,6 +157,8 @@ async fn docker_runtime_through_the_reconciler() {
         vpcs: vec![],
         volumes: Vec::new(),
         delete_volumes: Vec::new(),
+        snapshots: Vec::new(),
+        delete_snapshots: Vec::new(),
         instances: vec![
             spec(&web, &web_cmd, RunState::Running, 1),
             spec(&once, &["sh", "-c", "exit 3"], RunState::Running, 1),
@@ -268,6 +270,8 @@ async fn docker_runtime_through_the_reconciler() {
         vpcs: vec![],
         volumes: Vec::new(),
         delete_volumes: Vec::new(),
+        snapshots: Vec::new(),
+        delete_snapshots: Vec::new(),
         instances: vec![],
     }));
     let o = pass(&mut rec).await;

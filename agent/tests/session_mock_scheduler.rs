@@ -249,6 +249,8 @@ fn desired(generation: u64, instances: Vec<InstanceSpec>) -> scheduler_message::
         vpcs: Vec::new(),
         volumes: Vec::new(),
         delete_volumes: Vec::new(),
+        snapshots: Vec::new(),
+        delete_snapshots: Vec::new(),
     })
 }
 

@@ -82,6 +82,10 @@ typed_id!(
     /// Identifies a volume.
     VolumeId
 );
+typed_id!(
+    /// Identifies a snapshot of a volume.
+    SnapshotId
+);
 
 #[cfg(test)]
 mod tests {

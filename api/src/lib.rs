@@ -5,6 +5,7 @@
 
 pub mod client;
 mod client_network;
+mod client_snapshot;
 mod client_volume;
 pub mod error;
 pub mod ids;
@@ -12,13 +13,16 @@ pub mod instance;
 pub mod network;
 pub mod node;
 pub mod quantity;
+pub mod snapshot;
 pub mod volume;
 
 pub use reqwest::Method;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
-pub use ids::{InstanceId, NodeId, ProjectId, SecurityGroupId, SubnetId, VolumeId, VpcId};
+pub use ids::{
+    InstanceId, NodeId, ProjectId, SecurityGroupId, SnapshotId, SubnetId, VolumeId, VpcId,
+};
 pub use instance::{
     CreateInstanceRequest, GroupPolicy, Instance, InstanceKind, InstanceStatus, InstanceUsage,
     PlacementGroup, PlacementStrategy, RestartPolicy, RunState,
@@ -29,6 +33,7 @@ pub use network::{
 };
 pub use node::{CreateJoinTokenRequest, JoinToken};
 pub use node::{HostUsage, Node, NodeStatus, Resources, VolumePool};
+pub use snapshot::{CreateSnapshotRequest, RestoreSnapshotRequest, Snapshot, SnapshotStatus};
 pub use volume::{
     AttachVolumeRequest, CreateVolumeRequest, MAX_VOLUME_GB, ResizeVolumeRequest, Volume,
     VolumeMount, VolumeStatus,

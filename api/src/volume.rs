@@ -112,6 +112,9 @@ pub struct Volume {
     pub instance_id: Option<crate::InstanceId>,
     #[serde(default)]
     pub mount_path: Option<String>,
+    /// The snapshot it was restored from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_snapshot_id: Option<crate::SnapshotId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

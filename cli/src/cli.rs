@@ -3,6 +3,7 @@
 use crate::cli_network::{
     InstanceSgCmd, SgCmd, SubnetCmd, SubnetRef, VpcCmd, parse_ipv4, parse_subnet_ref,
 };
+use crate::cli_snapshot::SnapshotCmd;
 use crate::cli_volume::VolumeCmd;
 use crate::output::OutputFormat;
 use clap::{Args, Parser, Subcommand};
@@ -126,6 +127,17 @@ pub enum Command {
             cloud volume rm data"
     )]
     Volume(VolumeCmd),
+    /// Take, list, remove and restore snapshots of volumes.
+    #[command(
+        subcommand,
+        visible_alias = "snapshots",
+        after_help = "Examples:\n  \
+            cloud snapshot create monday --volume data\n  \
+            cloud snapshot list --volume data\n  \
+            cloud snapshot restore monday --name data-monday\n  \
+            cloud snapshot rm monday"
+    )]
+    Snapshot(SnapshotCmd),
     /// Show or change the CLI's configuration (API endpoint and key).
     #[command(subcommand)]
     Config(ConfigCmd),

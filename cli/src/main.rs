@@ -6,6 +6,7 @@
 
 mod cli;
 mod cli_network;
+mod cli_snapshot;
 mod cli_volume;
 mod commands;
 mod config;
@@ -17,6 +18,7 @@ mod rulespec;
 #[cfg(test)]
 mod testutil;
 mod wait;
+mod wait_snapshot;
 mod wait_volume;
 
 use clap::Parser;

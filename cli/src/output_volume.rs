@@ -5,7 +5,7 @@
 
 use crate::output::{Table, age, key_values, timestamp};
 use chrono::{DateTime, Utc};
-use cloud_api::Volume;
+use cloud_api::{Snapshot, Volume};
 
 /// GB as `--size` accepts them: `10G`.
 pub fn size(gb: u64) -> String {
@@ -65,8 +65,62 @@ pub fn volume_detail(v: &Volume, now: DateTime<Utc>) -> String {
                 _ => "-".into(),
             },
         ),
+        (
+            "Restored from",
+            v.source_snapshot_id
+                .map_or_else(|| "-".into(), |s| s.to_string()),
+        ),
         ("Created", timestamp(Some(v.created_at), now)),
         ("Updated", timestamp(Some(v.updated_at), now)),
+    ])
+}
+
+/// `cloud snapshot list`.
+pub fn snapshot_table(items: &[Snapshot], now: DateTime<Utc>) -> String {
+    if items.is_empty() {
+        return "No snapshots. Take one with `cloud snapshot create NAME --volume VOLUME`.\n"
+            .into();
+    }
+    let mut t = Table::new(&["NAME", "ID", "VOLUME", "SIZE", "NODE", "STATUS", "AGE"]);
+    for s in items {
+        t.row(vec![
+            s.name.clone(),
+            s.id.to_string(),
+            snapshot_volume(s),
+            size(s.size_gb),
+            s.node_name.clone().unwrap_or_else(|| "-".into()),
+            s.status.to_string(),
+            age(s.created_at, now),
+        ]);
+    }
+    t.render()
+}
+
+/// The source volume's name, else its id (deleted since).
+fn snapshot_volume(s: &Snapshot) -> String {
+    s.volume_name
+        .clone()
+        .unwrap_or_else(|| format!("{} (deleted)", s.volume_id))
+}
+
+/// `cloud snapshot show` (and `create`): every field.
+pub fn snapshot_detail(s: &Snapshot, now: DateTime<Utc>) -> String {
+    key_values(&[
+        ("Name", s.name.clone()),
+        ("ID", s.id.to_string()),
+        ("Volume", snapshot_volume(s)),
+        ("Size", size(s.size_gb)),
+        ("Node", s.node_name.clone().unwrap_or_else(|| "-".into())),
+        ("Status", s.status.to_string()),
+        (
+            "Status reason",
+            s.status_reason
+                .clone()
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("Created", timestamp(Some(s.created_at), now)),
+        ("Updated", timestamp(Some(s.updated_at), now)),
     ])
 }
 
@@ -167,5 +221,20 @@ mod tests {
         assert_eq!(v[0]["size_gb"], 10);
         assert_eq!(v[0]["status"], "in-use");
         assert_eq!(v[0]["node_name"], "node-1");
+    }
+
+    #[test]
+    fn snapshot_views_name_the_volume_or_say_it_is_gone() {
+        let mut s = crate::testutil::snapshot("monday", cloud_api::SnapshotStatus::Available);
+        let t = snapshot_table(std::slice::from_ref(&s), now());
+        assert!(t.starts_with("NAME"), "{t}");
+        assert!(
+            t.contains("monday") && t.contains("data") && t.contains("10G"),
+            "{t}"
+        );
+        s.volume_name = None;
+        let d = snapshot_detail(&s, now());
+        assert!(d.contains("(deleted)"), "{d}");
+        assert!(snapshot_table(&[], now()).contains("cloud snapshot create"));
     }
 }

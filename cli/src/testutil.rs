@@ -124,7 +124,25 @@ pub fn volume(name: &str, size_gb: u64, status: VolumeStatus, age_s: i64) -> Vol
         status_reason: None,
         instance_id: None,
         mount_path: None,
+        source_snapshot_id: None,
         created_at: now() - Duration::seconds(age_s),
+        updated_at: now() - Duration::seconds(1),
+    }
+}
+
+/// A snapshot of a volume `data` on node-1.
+pub fn snapshot(name: &str, status: cloud_api::SnapshotStatus) -> cloud_api::Snapshot {
+    cloud_api::Snapshot {
+        id: cloud_api::SnapshotId::new(),
+        name: name.into(),
+        volume_id: VolumeId::new(),
+        volume_name: Some("data".into()),
+        size_gb: 10,
+        node_id: Some(NodeId::new()),
+        node_name: Some("node-1".into()),
+        status,
+        status_reason: None,
+        created_at: now() - Duration::seconds(60),
         updated_at: now() - Duration::seconds(1),
     }
 }

@@ -165,6 +165,24 @@ pub fn volume(r: crate::store::VolumeRecord) -> Result<cloud_api::Volume> {
         status_reason: r.status_reason,
         instance_id: r.instance_id.map(Into::into),
         mount_path: r.mount_path,
+        source_snapshot_id: r.source_snapshot_id.map(Into::into),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}
+
+pub fn snapshot(r: crate::store::SnapshotRecord) -> Result<cloud_api::Snapshot> {
+    Ok(cloud_api::Snapshot {
+        id: r.id.into(),
+        status: cloud_api::SnapshotStatus::parse(&r.status)
+            .ok_or_else(|| corrupt("snapshot status", &r.status))?,
+        name: r.name,
+        volume_id: r.volume_id.into(),
+        volume_name: r.volume_name,
+        size_gb: to_u64(r.size_gb),
+        node_id: r.node_id.map(Into::into),
+        node_name: r.node_name,
+        status_reason: r.status_reason,
         created_at: r.created_at,
         updated_at: r.updated_at,
     })

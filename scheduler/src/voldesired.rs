@@ -1,19 +1,52 @@
-//! The volume part of a node's desired state: the volumes it must have or delete, and the
-//! mounts of its instances. One read, and only for nodes that hold volumes.
+//! The volume part of a node's desired state: the volumes and snapshots it must have or
+//! delete, and the mounts of its instances. Two reads, and only for nodes that hold volumes.
 
-use crate::store::{NodeVolumeRow, Store, StoreResult};
+use crate::store::{NodeSnapshotRow, NodeVolumeRow, Store, StoreResult};
 use cloud_proto::v1 as pb;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Fills in the mounts of `instances` and returns (volumes to have, volumes to delete).
+/// The volume part of one node's desired state.
+#[derive(Debug, Default)]
+pub struct NodeStorage {
+    pub volumes: Vec<pb::VolumeSpec>,
+    pub delete_volumes: Vec<String>,
+    pub snapshots: Vec<pb::SnapshotSpec>,
+    pub delete_snapshots: Vec<String>,
+}
+
+/// Fills in the mounts of `instances` and returns the node's volumes and snapshots.
 pub async fn fill(
     store: &Store,
     node: Uuid,
     instances: &mut [pb::InstanceSpec],
-) -> StoreResult<(Vec<pb::VolumeSpec>, Vec<String>)> {
+) -> StoreResult<NodeStorage> {
     let rows = store.node_volumes(node).await?;
-    Ok(assemble(rows, instances))
+    let (volumes, delete_volumes) = assemble(rows, instances);
+    let (snapshots, delete_snapshots) = snapshots(store.node_snapshots(node).await?);
+    Ok(NodeStorage {
+        volumes,
+        delete_volumes,
+        snapshots,
+        delete_snapshots,
+    })
+}
+
+/// (snapshots to have, snapshots to delete).
+fn snapshots(rows: Vec<NodeSnapshotRow>) -> (Vec<pb::SnapshotSpec>, Vec<String>) {
+    let mut keep = Vec::new();
+    let mut delete = Vec::new();
+    for (id, volume, status) in rows {
+        if status == "deleting" {
+            delete.push(id.to_string());
+        } else {
+            keep.push(pb::SnapshotSpec {
+                snapshot_id: id.to_string(),
+                volume_id: volume.to_string(),
+            });
+        }
+    }
+    (keep, delete)
 }
 
 fn assemble(
@@ -23,7 +56,7 @@ fn assemble(
     let mut keep = Vec::new();
     let mut delete = Vec::new();
     let mut mounts: HashMap<String, Vec<pb::VolumeMount>> = HashMap::new();
-    for (id, size_gb, status, instance, path) in rows {
+    for (id, size_gb, status, instance, path, source) in rows {
         if status == "deleting" {
             delete.push(id.to_string());
             continue;
@@ -31,6 +64,11 @@ fn assemble(
         keep.push(pb::VolumeSpec {
             volume_id: id.to_string(),
             size_bytes: crate::store::to_u64(size_gb).saturating_mul(1 << 30),
+            // Only until it exists: an existing volume is never restored over.
+            from_snapshot_id: source
+                .filter(|_| status == "creating")
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
         });
         if let (Some(instance), Some(path)) = (instance, path) {
             mounts
@@ -55,7 +93,12 @@ mod tests {
 
     #[test]
     fn splits_volumes_and_hands_out_mounts() {
-        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (a, b, c, snap) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
         let inst = Uuid::now_v7();
         let rows = vec![
             (
@@ -64,9 +107,10 @@ mod tests {
                 "in-use".to_string(),
                 Some(inst),
                 Some("/data".to_string()),
+                None,
             ),
-            (b, 1, "deleting".to_string(), None, None),
-            (c, 3, "available".to_string(), None, None),
+            (b, 1, "deleting".to_string(), None, None, None),
+            (c, 3, "creating".to_string(), None, None, Some(snap)),
         ];
         let mut specs = vec![
             pb::InstanceSpec {
@@ -81,9 +125,28 @@ mod tests {
         let (keep, delete) = assemble(rows, &mut specs);
         assert_eq!(keep.len(), 2);
         assert_eq!(keep[0].size_bytes, 2 << 30);
+        assert_eq!(keep[0].from_snapshot_id, "");
+        assert_eq!(
+            keep[1].from_snapshot_id,
+            snap.to_string(),
+            "restored from it"
+        );
         assert_eq!(delete, vec![b.to_string()]);
         assert_eq!(specs[0].mounts.len(), 1);
         assert_eq!(specs[0].mounts[0].mount_path, "/data");
         assert!(specs[1].mounts.is_empty());
+    }
+
+    #[test]
+    fn snapshots_being_deleted_are_listed_apart() {
+        let (a, b, v) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (keep, delete) = snapshots(vec![
+            (a, v, "available".to_string()),
+            (b, v, "deleting".to_string()),
+        ]);
+        assert_eq!(keep.len(), 1);
+        assert_eq!(keep[0].snapshot_id, a.to_string());
+        assert_eq!(keep[0].volume_id, v.to_string());
+        assert_eq!(delete, vec![b.to_string()]);
     }
 }

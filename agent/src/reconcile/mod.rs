@@ -9,6 +9,7 @@ mod net;
 mod net_tests;
 mod observe;
 mod plan;
+mod snapshots;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -26,7 +27,7 @@ use crate::runtime::{
 };
 use futures::StreamExt;
 use state::ActedStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,6 +203,8 @@ impl Reconciler {
             now,
             self.config.retry_after_failure,
         );
+        let mut actions = actions;
+        actions.extend(self.restarts_after_lost_mounts(&desired, &actual, &actions, now));
         let acted_now = !actions.is_empty();
         if acted_now {
             let outcomes = futures::stream::iter(actions)
@@ -235,16 +238,6 @@ impl Reconciler {
             tracing::error!(error = %e, "cannot write the reconciler state file");
         }
         self.net.converge(&desired, &actual).await;
-        self.volumes.converge(&desired).await;
-        self.refresh_exit_notes(&actual).await;
-        let notes: HashMap<&str, &str> = self
-            .exit_notes
-            .iter()
-            .map(|(id, (_, note))| (id.as_str(), note.as_str()))
-            .collect();
-        let mut observed = observe::observe(&desired, &actual, &self.failures, &notes);
-        self.net.amend(&desired, &mut observed);
-        self.volumes.amend(&mut observed);
         // Which instance's container mounts each volume (from the containers' labels).
         let mut users: HashMap<&str, &str> = HashMap::new();
         for c in &actual {
@@ -256,6 +249,17 @@ impl Reconciler {
                 }
             }
         }
+        let in_use: BTreeSet<&str> = users.keys().copied().collect();
+        self.volumes.converge(&desired, &in_use).await;
+        self.refresh_exit_notes(&actual).await;
+        let notes: HashMap<&str, &str> = self
+            .exit_notes
+            .iter()
+            .map(|(id, (_, note))| (id.as_str(), note.as_str()))
+            .collect();
+        let mut observed = observe::observe(&desired, &actual, &self.failures, &notes);
+        self.net.amend(&desired, &mut observed);
+        self.volumes.amend(&mut observed);
         for v in &mut observed.volumes {
             if let Some(inst) = users.get(v.volume_id.as_str()) {
                 v.instance_id = (*inst).to_owned();
@@ -435,10 +439,15 @@ impl Reconciler {
             Action::Create { spec } => self.create_and_start(spec).await,
             Action::Start { spec, container_id } => {
                 tracing::info!(instance_id = %spec.instance_id, container_id = %container_id, change_generation = spec.change_generation, "starting container");
-                self.runtime
-                    .start(container_id)
-                    .await
-                    .map_err(|e| e.to_string())
+                // Its volumes may have been unmounted since it was created (host reboot).
+                match self.mount_volumes(spec).await {
+                    Ok(_) => self
+                        .runtime
+                        .start(container_id)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                }
             }
             Action::Stop { spec, container_id } => {
                 tracing::info!(instance_id = %spec.instance_id, container_id = %container_id, change_generation = spec.change_generation, "stopping container");
@@ -466,30 +475,7 @@ impl Reconciler {
         self.ensure_image(&spec.image).await?;
         let mut cspec = self.container_spec(spec);
         if !spec.mounts.is_empty() {
-            let backend = self
-                .volumes
-                .backend()
-                .ok_or_else(|| volumes::NO_BACKEND.to_owned())?;
-            for (volume, path) in &spec.mounts {
-                let mountpoint = backend
-                    .mount(volume)
-                    .await
-                    .map_err(|e| format!("volume {volume}: {e}"))?;
-                // Bind a directory *inside* the volume's filesystem: should the volume ever be
-                // unmounted under a container (host reboot), Docker then refuses to start it
-                // instead of silently binding the empty mountpoint on the host's disk.
-                let host = mountpoint.join(VOLUME_ROOT);
-                // (A backend that mounts nothing real, like the in-memory fake, has no directory.)
-                if tokio::fs::metadata(&mountpoint)
-                    .await
-                    .is_ok_and(|m| m.is_dir())
-                {
-                    tokio::fs::create_dir_all(&host).await.map_err(|e| {
-                        format!("volume {volume}: cannot prepare {}: {e}", host.display())
-                    })?;
-                }
-                cspec.binds.push(format!("{}:{path}", host.display()));
-            }
+            cspec.binds = self.mount_volumes(spec).await?;
             cspec
                 .labels
                 .insert(labels::MOUNTS.to_owned(), plan::mounts_label(spec));
@@ -502,6 +488,89 @@ impl Reconciler {
         })?;
         tracing::info!(instance_id = %spec.instance_id, container_id = %id, "starting container");
         self.runtime.start(&id).await.map_err(|e| e.to_string())
+    }
+
+    /// Mounts the volumes of an instance (idempotent) and returns their Docker binds.
+    async fn mount_volumes(&self, spec: &InstanceSpec) -> Result<Vec<String>, String> {
+        if spec.mounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = self
+            .volumes
+            .backend()
+            .ok_or_else(|| volumes::NO_BACKEND.to_owned())?;
+        let mut binds = Vec::with_capacity(spec.mounts.len());
+        for (volume, path) in &spec.mounts {
+            let mountpoint = backend
+                .mount(volume)
+                .await
+                .map_err(|e| format!("volume {volume}: {e}"))?;
+            // Bind a directory *inside* the volume's filesystem: should the volume ever be
+            // unmounted under a container (host reboot), Docker then refuses to start it
+            // instead of silently binding the empty mountpoint on the host's disk.
+            let host = mountpoint.join(VOLUME_ROOT);
+            // (A backend that mounts nothing real, like the in-memory fake, has no directory.)
+            if tokio::fs::metadata(&mountpoint)
+                .await
+                .is_ok_and(|m| m.is_dir())
+            {
+                tokio::fs::create_dir_all(&host).await.map_err(|e| {
+                    format!("volume {volume}: cannot prepare {}: {e}", host.display())
+                })?;
+            }
+            binds.push(format!("{}:{path}", host.display()));
+        }
+        Ok(binds)
+    }
+
+    /// Starts containers that should run by their restart policy but could not, because the
+    /// host lost the mounts of their volumes (a reboot: Docker's own restart failed on the
+    /// missing bind source). The start mounts the volumes again first.
+    fn restarts_after_lost_mounts(
+        &self,
+        desired: &DesiredState,
+        actual: &[ContainerInfo],
+        planned: &[Action],
+        now: Instant,
+    ) -> Vec<Action> {
+        let planned_for = |id: &str| {
+            planned.iter().any(|a| match a {
+                Action::Create { spec }
+                | Action::Start { spec, .. }
+                | Action::Stop { spec, .. } => spec.instance_id == id,
+                Action::Remove { instance_id, .. } => instance_id.as_deref() == Some(id),
+            })
+        };
+        let mut out = Vec::new();
+        for spec in &desired.instances {
+            if spec.desired != RunState::Running
+                || spec.restart_policy == RestartPolicy::Never
+                || !spec.mounts.iter().any(|(v, _)| self.volumes.lost_mount(v))
+                || planned_for(&spec.instance_id)
+                || self.failures.get(&spec.instance_id).is_some_and(|f| {
+                    now.saturating_duration_since(f.at) < self.config.retry_after_failure
+                })
+            {
+                continue;
+            }
+            let Some(c) = actual
+                .iter()
+                .find(|c| c.label(labels::INSTANCE_ID) == Some(spec.instance_id.as_str()))
+            else {
+                continue;
+            };
+            if matches!(
+                c.status,
+                ContainerStatus::Exited | ContainerStatus::Created | ContainerStatus::Dead
+            ) {
+                tracing::info!(instance_id = %spec.instance_id, "its volumes were unmounted (host reboot?); mounting them and starting it again");
+                out.push(Action::Start {
+                    spec: spec.clone(),
+                    container_id: c.id.clone(),
+                });
+            }
+        }
+        out
     }
 
     async fn stop_and_remove(&self, container_id: &str) -> Result<(), String> {

@@ -54,6 +54,8 @@ fn doc(generation: u64, instances: Vec<InstanceSpec>, vpcs: Vec<VpcSpec>) -> Arc
         vpcs,
         volumes: Vec::new(),
         delete_volumes: Vec::new(),
+        snapshots: Vec::new(),
+        delete_snapshots: Vec::new(),
     })
 }
 

@@ -47,6 +47,7 @@ pub fn observe(
         instances,
         // Filled in by the reconciler's volume half.
         volumes: Vec::new(),
+        snapshots: Vec::new(),
     }
 }
 

@@ -35,6 +35,8 @@ fn doc(generation: u64, instances: Vec<InstanceSpec>) -> Arc<DesiredState> {
         vpcs: Vec::new(),
         volumes: Vec::new(),
         delete_volumes: Vec::new(),
+        snapshots: Vec::new(),
+        delete_snapshots: Vec::new(),
     })
 }
 

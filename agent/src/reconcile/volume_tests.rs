@@ -3,6 +3,7 @@
 use super::*;
 use crate::model::{VolumeObservation, VolumeSpec, VolumeState};
 use crate::runtime::FakeRuntime;
+use crate::runtime::fake::FakeCall;
 use crate::storage::{
     FakeVolumes, PoolCapacity, SnapshotInfo, StorageError, VolumeBackend, VolumeInfo,
 };
@@ -110,6 +111,7 @@ fn vol(id: &str, size_bytes: u64) -> VolumeSpec {
     VolumeSpec {
         volume_id: id.into(),
         size_bytes,
+        from_snapshot_id: None,
     }
 }
 
@@ -120,6 +122,8 @@ fn doc(generation: u64, volumes: Vec<VolumeSpec>, delete: &[&str]) -> Arc<Desire
         vpcs: Vec::new(),
         volumes,
         delete_volumes: delete.iter().map(|s| (*s).to_owned()).collect(),
+        snapshots: Vec::new(),
+        delete_snapshots: Vec::new(),
     })
 }
 
@@ -211,7 +215,17 @@ async fn creates_missing_volumes_and_reports_them_available() {
     assert_eq!(f.fake.get(B).await.unwrap().size_bytes, 300);
     let mut calls = f.backend.take();
     calls.sort_unstable();
-    assert_eq!(calls, vec!["create", "create", "list", "list"]);
+    assert_eq!(
+        calls,
+        vec![
+            "create",
+            "create",
+            "list",
+            "list",
+            "list_snapshots",
+            "list_snapshots"
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,10 +235,10 @@ async fn a_converged_pass_only_lists() {
     f.backend.take();
     // The same volumes in a new document, then a timer tick.
     let o = f.apply(vec![vol(A, 100), vol(B, 200)], &[]).await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(o.volumes, first.volumes);
     let o = f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(o.volumes, first.volumes);
 }
 
@@ -235,11 +249,14 @@ async fn grows_when_the_spec_grows() {
     f.backend.take();
     let o = f.apply(vec![vol(A, 250)], &[]).await;
     assert_eq!(o.volumes, vec![available(A, 250)]);
-    assert_eq!(f.backend.take(), vec!["list", "resize", "list"]);
+    assert_eq!(
+        f.backend.take(),
+        vec!["list", "list_snapshots", "resize", "list", "list_snapshots"]
+    );
     assert_eq!(f.fake.get(A).await.unwrap().size_bytes, 250);
     // Grown once; nothing more to do.
     f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -249,7 +266,7 @@ async fn a_smaller_spec_never_shrinks_and_reports_the_real_size() {
     f.backend.take();
     let o = f.apply(vec![vol(A, 100)], &[]).await;
     assert_eq!(o.volumes, vec![available(A, 500)]);
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(f.fake.get(A).await.unwrap().size_bytes, 500);
 }
 
@@ -268,16 +285,19 @@ async fn a_failed_create_is_reported_and_retried_only_after_the_throttle() {
     // Within the throttle: not retried (also not for a new document with the same spec).
     tokio::time::advance(retry_after() / 2).await;
     let o = f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(find(&o, A).state, VolumeState::Failed);
     assert!(find(&o, A).reason.contains("disk on fire"));
     f.apply(vec![vol(A, 100)], &[]).await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
 
     // Past it: retried, and it works this time.
     tokio::time::advance(retry_after()).await;
     let o = f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list", "create", "list"]);
+    assert_eq!(
+        f.backend.take(),
+        vec!["list", "list_snapshots", "create", "list", "list_snapshots"]
+    );
     assert_eq!(o.volumes, vec![available(A, 100)]);
 }
 
@@ -294,9 +314,12 @@ async fn a_volume_larger_than_the_pool_fails_and_a_changed_spec_is_tried_at_once
 
     // The same spec again: throttled. A smaller spec: tried at once.
     f.apply(vec![vol(A, POOL + 1), vol(B, 100)], &[]).await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     let o = f.apply(vec![vol(A, 1000), vol(B, 100)], &[]).await;
-    assert_eq!(f.backend.take(), vec!["list", "create", "list"]);
+    assert_eq!(
+        f.backend.take(),
+        vec!["list", "list_snapshots", "create", "list", "list_snapshots"]
+    );
     assert_eq!(o.volumes, vec![available(B, 100), available(A, 1000)]);
 }
 
@@ -310,10 +333,13 @@ async fn a_failed_grow_is_reported_with_the_real_size_and_retried_later() {
     assert!(a.reason.contains("not enough space"), "{}", a.reason);
     f.backend.take();
     f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     tokio::time::advance(retry_after()).await;
     f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list", "resize", "list"]);
+    assert_eq!(
+        f.backend.take(),
+        vec!["list", "list_snapshots", "resize", "list", "list_snapshots"]
+    );
     assert_eq!(f.fake.get(A).await.unwrap().size_bytes, 100);
 }
 
@@ -326,14 +352,24 @@ async fn deleted_volumes_disappear_from_the_observation() {
     f.backend.take();
     let o = f.apply(vec![vol(A, 100)], &[B]).await;
     assert_eq!(o.volumes, vec![available(A, 100)]);
-    assert_eq!(f.backend.take(), vec!["list", "unmount", "delete", "list"]);
+    assert_eq!(
+        f.backend.take(),
+        vec![
+            "list",
+            "list_snapshots",
+            "unmount",
+            "delete",
+            "list",
+            "list_snapshots"
+        ]
+    );
     assert!(matches!(
         f.fake.get(B).await,
         Err(StorageError::NotFound(_))
     ));
     // Still asked to delete it: done, nothing to do.
     let o = f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(o.volumes, vec![available(A, 100)]);
 }
 
@@ -356,14 +392,17 @@ async fn a_refused_delete_is_reported_failed_and_the_volume_kept() {
 
     // Throttled, still reported failed.
     let o = f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(find(&o, A).state, VolumeState::Failed);
 
     // Once the snapshot is gone, the next attempt after the throttle deletes it.
     f.fake.delete_snapshot(SNAP).await.unwrap();
     tokio::time::advance(retry_after()).await;
     let o = f.pass().await;
-    assert_eq!(f.backend.take(), vec!["list", "delete", "list"]);
+    assert_eq!(
+        f.backend.take(),
+        vec!["list", "list_snapshots", "delete", "list", "list_snapshots"]
+    );
     assert!(o.volumes.is_empty(), "{:?}", o.volumes);
 }
 
@@ -398,7 +437,7 @@ async fn orphans_are_reported_and_never_touched() {
     assert_eq!(o.volumes, vec![orphan(B, 300), available(A, 100)]);
     f.backend.take();
     let o = f.apply(vec![], &[]).await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(o.volumes, vec![orphan(B, 300), orphan(A, 100)]);
     assert!(f.fake.mounted(B).await.unwrap(), "orphan left mounted");
     assert_eq!(f.fake.list().await.unwrap().len(), 2);
@@ -432,9 +471,19 @@ async fn a_restarted_agent_adopts_existing_volumes() {
         .with_volumes(backend.clone());
     rec.set_desired(doc(7, vec![vol(A, 100), vol(B, 200)], &[]));
     let o = rec.reconcile_once().await.unwrap().unwrap();
-    assert_eq!(backend.take(), vec!["list"], "nothing created");
+    // Nothing created; A, mounted though no container uses it, is unmounted.
+    assert_eq!(
+        backend.take(),
+        vec![
+            "list",
+            "list_snapshots",
+            "unmount",
+            "list",
+            "list_snapshots"
+        ]
+    );
     assert_eq!(o.volumes, vec![available(B, 200), available(A, 100)]);
-    assert!(f.fake.mounted(A).await.unwrap());
+    assert!(!f.fake.mounted(A).await.unwrap());
 }
 
 #[tokio::test(start_paused = true)]
@@ -465,6 +514,264 @@ async fn a_volume_both_wanted_and_deleted_is_kept() {
     f.apply(vec![vol(A, 100)], &[]).await;
     f.backend.take();
     let o = f.apply(vec![vol(A, 100)], &[A]).await;
-    assert_eq!(f.backend.take(), vec!["list"]);
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
     assert_eq!(o.volumes, vec![available(A, 100)]);
+}
+
+// ------------------------------------------------------------------ snapshots and mounts
+
+const SNAP2: &str = "0196f1b8-3c1e-7a4b-8d2f-000000000002";
+
+fn snap(id: &str, volume: &str) -> crate::model::SnapshotSpec {
+    crate::model::SnapshotSpec {
+        snapshot_id: id.into(),
+        volume_id: volume.into(),
+    }
+}
+
+impl Fixture {
+    /// A new desired document with snapshots and instances too, and one pass.
+    async fn apply_all(
+        &mut self,
+        volumes: Vec<VolumeSpec>,
+        snapshots: Vec<crate::model::SnapshotSpec>,
+        delete_snapshots: &[&str],
+        instances: Vec<InstanceSpec>,
+    ) -> ObservedState {
+        self.generation += 1;
+        let mut d = (*doc(self.generation, volumes, &[])).clone();
+        d.snapshots = snapshots;
+        d.delete_snapshots = delete_snapshots.iter().map(|s| (*s).to_owned()).collect();
+        d.instances = instances;
+        assert!(self.rec.set_desired(Arc::new(d)));
+        self.pass().await
+    }
+}
+
+/// Writes through a mount, as a container would (the agent unmounts what no container uses).
+async fn put(fake: &FakeVolumes, id: &str, data: &[u8]) {
+    fake.mount(id).await.unwrap();
+    fake.write(id, data).unwrap();
+    fake.unmount(id).await.unwrap();
+}
+
+async fn get(fake: &FakeVolumes, id: &str) -> Vec<u8> {
+    fake.mount(id).await.unwrap();
+    let data = fake.read(id).unwrap();
+    fake.unmount(id).await.unwrap();
+    data
+}
+
+fn snap_obs(o: &ObservedState, id: &str) -> crate::model::SnapshotObservation {
+    o.snapshots
+        .iter()
+        .find(|s| s.snapshot_id == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not observed in {:?}", o.snapshots))
+}
+
+fn with_volume(id: &str, volume: &str, policy: RestartPolicy, generation: u64) -> InstanceSpec {
+    InstanceSpec {
+        instance_id: id.into(),
+        name: format!("app-{id}"),
+        image: "local/busybox:latest".into(),
+        restart_policy: policy,
+        desired: RunState::Running,
+        kind: "container".into(),
+        change_generation: generation,
+        mounts: vec![(volume.into(), "/data".into())],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshots_are_taken_once_reported_and_deleted() {
+    let mut f = Fixture::new(FakeVolumes::new(POOL));
+    f.apply(vec![vol(A, 100)], &[]).await;
+    put(&f.fake, A, b"before").await;
+    f.backend.take();
+    let o = f
+        .apply_all(vec![vol(A, 100)], vec![snap(SNAP, A)], &[], vec![])
+        .await;
+    assert_eq!(
+        f.backend.take(),
+        vec![
+            "list",
+            "list_snapshots",
+            "snapshot",
+            "list",
+            "list_snapshots"
+        ]
+    );
+    let s = snap_obs(&o, SNAP);
+    assert_eq!((s.state, s.size_bytes), (VolumeState::Available, 100));
+    assert_eq!(s.volume_id, A);
+    // Taken once: a pass with the same document only lists.
+    f.pass().await;
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
+
+    // Deleted when asked; then absent from the observation.
+    let o = f
+        .apply_all(vec![vol(A, 100)], vec![], &[SNAP], vec![])
+        .await;
+    assert_eq!(
+        f.backend.take(),
+        vec![
+            "list",
+            "list_snapshots",
+            "delete_snapshot",
+            "list",
+            "list_snapshots"
+        ]
+    );
+    assert!(o.snapshots.is_empty(), "{:?}", o.snapshots);
+    assert!(f.fake.list_snapshots().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restore_creates_a_new_volume_with_the_snapshot_content_grown_as_asked() {
+    let mut f = Fixture::new(FakeVolumes::new(POOL));
+    f.apply_all(vec![vol(A, 100)], vec![], &[], vec![]).await;
+    put(&f.fake, A, b"old bytes").await;
+    f.apply_all(vec![vol(A, 100)], vec![snap(SNAP, A)], &[], vec![])
+        .await;
+    put(&f.fake, A, b"new bytes").await;
+    f.backend.take();
+    let restored = VolumeSpec {
+        from_snapshot_id: Some(SNAP.into()),
+        ..vol(B, 300)
+    };
+    let o = f
+        .apply_all(
+            vec![vol(A, 100), restored.clone()],
+            vec![snap(SNAP, A)],
+            &[],
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        f.backend.take(),
+        vec![
+            "list",
+            "list_snapshots",
+            "restore",
+            "resize",
+            "list",
+            "list_snapshots"
+        ]
+    );
+    assert_eq!(find(&o, B), &available(B, 300));
+    assert!(get(&f.fake, B).await.starts_with(b"old bytes"));
+    assert!(
+        get(&f.fake, A).await.starts_with(b"new bytes"),
+        "source untouched"
+    );
+    // Restored once: the source snapshot is not used again.
+    f.pass().await;
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_snapshot_is_reported_and_retried_after_the_throttle() {
+    let mut f = Fixture::new(FakeVolumes::new(POOL));
+    // Its volume does not exist (yet): the snapshot fails with the cause.
+    let o = f.apply_all(vec![], vec![snap(SNAP, A)], &[], vec![]).await;
+    let s = snap_obs(&o, SNAP);
+    assert_eq!(s.state, VolumeState::Failed);
+    assert!(s.reason.contains("not found"), "{}", s.reason);
+    f.fake.create(A, 100).await.unwrap();
+    f.backend.take();
+    f.pass().await;
+    assert_eq!(
+        f.backend.take(),
+        vec!["list", "list_snapshots"],
+        "throttled"
+    );
+    tokio::time::advance(retry_after()).await;
+    let o = f.pass().await;
+    assert_eq!(snap_obs(&o, SNAP).state, VolumeState::Available);
+}
+
+#[tokio::test(start_paused = true)]
+async fn orphan_snapshots_are_reported_and_kept() {
+    let fake = FakeVolumes::new(POOL);
+    fake.create(A, 100).await.unwrap();
+    fake.snapshot(A, SNAP2).await.unwrap();
+    let mut f = Fixture::new(fake);
+    let o = f.apply(vec![vol(A, 100)], &[]).await;
+    let s = snap_obs(&o, SNAP2);
+    assert_eq!((s.state, s.volume_id.as_str()), (VolumeState::Orphan, A));
+    assert_eq!(f.fake.list_snapshots().await.unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_detached_volume_is_unmounted_once_no_container_uses_it() {
+    let mut f = Fixture::new(FakeVolumes::new(POOL));
+    let app = with_volume("i1", A, RestartPolicy::Never, 1);
+    f.apply(vec![vol(A, 100)], &[]).await;
+    f.apply_all(vec![vol(A, 100)], vec![], &[], vec![app.clone()])
+        .await;
+    assert!(
+        f.fake.mounted(A).await.unwrap(),
+        "mounted for its container"
+    );
+    f.backend.take();
+    // A pass with the container running keeps it mounted.
+    f.pass().await;
+    assert_eq!(f.backend.take(), vec!["list", "list_snapshots"]);
+    // Detached: the container is recreated without it, then the volume is unmounted.
+    let detached = InstanceSpec {
+        mounts: Vec::new(),
+        change_generation: 2,
+        ..app
+    };
+    f.apply_all(vec![vol(A, 100)], vec![], &[], vec![detached])
+        .await;
+    f.pass().await;
+    assert!(!f.fake.mounted(A).await.unwrap());
+    assert!(f.backend.take().contains(&"unmount"));
+    assert!(
+        f.rt.container_of("i1")
+            .unwrap()
+            .label(labels::MOUNTS)
+            .is_none()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_host_reboot_volumes_are_mounted_again_and_always_instances_restarted() {
+    let mut f = Fixture::new(FakeVolumes::new(POOL));
+    let app = with_volume("i1", A, RestartPolicy::Always, 1);
+    let never = with_volume("i2", B, RestartPolicy::Never, 1);
+    f.apply(vec![vol(A, 100), vol(B, 100)], &[]).await;
+    f.apply_all(
+        vec![vol(A, 100), vol(B, 100)],
+        vec![],
+        &[],
+        vec![app, never],
+    )
+    .await;
+    let id = f.rt.container_of("i1").unwrap().id;
+    let id2 = f.rt.container_of("i2").unwrap().id;
+    // The reboot: every mount is gone and the containers are down.
+    f.fake.unmount(A).await.unwrap();
+    f.fake.unmount(B).await.unwrap();
+    f.rt.stop(&id, Duration::ZERO).await.unwrap();
+    f.rt.stop(&id2, Duration::ZERO).await.unwrap();
+    f.rt.clear_calls();
+    // The first pass sees the lost mounts, the next acts on them.
+    f.pass().await;
+    let o = f.pass().await;
+    assert_eq!(f.rt.calls(), vec![FakeCall::Start { id: id.clone() }]);
+    assert!(f.fake.mounted(A).await.unwrap(), "mounted before the start");
+    assert_eq!(
+        o.instance("i1").unwrap().state,
+        crate::model::InstanceState::Running
+    );
+    // A `never` instance stays down (like any container after a reboot) and keeps its volume
+    // unmounted until it is started.
+    assert!(!f.fake.mounted(B).await.unwrap());
+    f.rt.clear_calls();
+    f.pass().await;
+    assert!(f.rt.calls().is_empty(), "{:?}", f.rt.calls());
 }

@@ -202,6 +202,8 @@ impl AgentService for Service {
                         vpcs: Vec::new(),
                         volumes: Vec::new(),
                         delete_volumes: Vec::new(),
+                        snapshots: Vec::new(),
+                        delete_snapshots: Vec::new(),
                     })),
                 }))
                 .await;
@@ -352,6 +354,8 @@ impl Mock {
                 vpcs: Vec::new(),
                 volumes: Vec::new(),
                 delete_volumes: Vec::new(),
+                snapshots: Vec::new(),
+                delete_snapshots: Vec::new(),
             }),
         )
     }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod instance;
 pub mod node;
 pub mod sg;
+pub mod snapshot;
 pub mod subnet;
 pub mod volume;
 pub mod vpc;
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Subnet(cmd) => subnet::run(&ctx, cmd).await,
         Command::Sg(cmd) => sg::run(&ctx, cmd).await,
         Command::Volume(cmd) => volume::run(&ctx, cmd).await,
+        Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
         Command::Config(cmd) => config::run(&ctx, cmd),
     }
 }

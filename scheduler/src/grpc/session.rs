@@ -227,7 +227,7 @@ async fn push_desired(
             return false;
         }
     };
-    let (volumes, delete_volumes) = if app.has_volumes(node.0) {
+    let storage = if app.has_volumes(node.0) {
         match crate::voldesired::fill(&app.store, node.0, &mut instances).await {
             Ok(v) => v,
             Err(e) => {
@@ -236,14 +236,16 @@ async fn push_desired(
             }
         }
     } else {
-        (Vec::new(), Vec::new())
+        crate::voldesired::NodeStorage::default()
     };
     let doc = pb::DesiredState {
         generation: crate::store::to_u64(generation),
         instances,
         vpcs,
-        volumes,
-        delete_volumes,
+        volumes: storage.volumes,
+        delete_volumes: storage.delete_volumes,
+        snapshots: storage.snapshots,
+        delete_snapshots: storage.delete_snapshots,
     };
     let count = doc.instances.len();
     if tx

@@ -8,6 +8,7 @@ mod middleware;
 mod network;
 mod nodes;
 mod page;
+mod snapshots;
 mod volumes;
 
 use crate::app::App;
@@ -71,6 +72,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/volumes/{id}/resize", post(volumes::resize))
         .route("/volumes/{id}/attach", post(volumes::attach))
         .route("/volumes/{id}/detach", post(volumes::detach))
+        .route("/snapshots", get(snapshots::list).post(snapshots::create))
+        .route(
+            "/snapshots/{id}",
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route("/snapshots/{id}/restore", post(snapshots::restore))
         .route("/nodes", get(nodes::list))
         .route("/nodes/join-tokens", post(nodes::create_join_token))
         .route("/nodes/{id}", get(nodes::get))

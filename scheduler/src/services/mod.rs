@@ -5,6 +5,7 @@ pub mod instances;
 pub mod netcheck;
 pub mod network;
 pub mod nodes;
+pub mod snapshots;
 pub mod validate;
 pub mod volumes;
 

@@ -231,6 +231,27 @@ impl App {
             self.store
                 .volumes_observe(node, crate::store::to_i64(applied), &seen)
                 .await?;
+            let seen = observed
+                .snapshots
+                .iter()
+                .filter_map(|s| {
+                    let id = s.snapshot_id.parse::<uuid::Uuid>().ok()?;
+                    let seen = match pb::VolumeState::try_from(s.state) {
+                        Ok(pb::VolumeState::VolumeAvailable) => {
+                            crate::store::SnapshotSeen::Available
+                        }
+                        Ok(pb::VolumeState::VolumeFailed) => {
+                            crate::store::SnapshotSeen::Failed(s.reason.chars().take(500).collect())
+                        }
+                        // Orphans are the agent's to keep: not the scheduler's business.
+                        _ => return None,
+                    };
+                    Some((id, seen))
+                })
+                .collect();
+            self.store
+                .snapshots_observe(node, crate::store::to_i64(applied), &seen)
+                .await?;
         }
         let seen: HashMap<&str, &pb::InstanceObservation> = observed
             .instances

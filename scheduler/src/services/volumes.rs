@@ -109,6 +109,7 @@ impl App {
             status_reason: None,
             instance_id: None,
             mount_path: None,
+            source_snapshot_id: None,
             change_generation: 0,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
@@ -322,11 +323,19 @@ impl App {
                 v.name
             )));
         }
+        // Snapshots of a `file` pool are independent copies; elsewhere (lvm, or a node that
+        // has not said) they depend on their volume, which must then outlive them.
+        let snapshots_depend = v
+            .node_id
+            .and_then(|n| self.sessions.usage(n.into()))
+            .and_then(|u| u.volume_pool)
+            .is_none_or(|p| p.kind != "file");
         self.store
-            .volume_delete(caller.project, VolumeId(v.id))
+            .volume_delete(caller.project, VolumeId(v.id), snapshots_depend)
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => Error::NotFound(format!("volume {id_or_name:?} not found")),
+                StoreError::InUse(m) => Error::Conflict(format!("volume {:?}: {m}", v.name)),
                 other => other.into(),
             })?;
         self.volume_lookup(caller, &VolumeId(v.id).to_string())

@@ -12,6 +12,7 @@ mod network;
 pub(crate) mod network_desired;
 mod nodes;
 mod placements;
+mod snapshots;
 mod volumes;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
@@ -21,6 +22,7 @@ pub use network::{NewRule, RuleRecord, SecurityGroupRecord, SubnetRecord, VpcRec
 pub use network_desired::NodeNetwork;
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
+pub use snapshots::{NodeSnapshotRow, SnapshotRecord, SnapshotSeen};
 pub use volumes::{NodeVolumeRow, VolumeRecord, VolumeSeen};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -19,6 +19,8 @@ pub struct VolumeRecord {
     pub status_reason: Option<String>,
     pub instance_id: Option<Uuid>,
     pub mount_path: Option<String>,
+    /// The snapshot it was restored from.
+    pub source_snapshot_id: Option<Uuid>,
     pub change_generation: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -32,8 +34,15 @@ pub enum VolumeSeen {
     Failed(String),
 }
 
-/// (id, size GB, status, instance it is mounted in, mount path).
-pub type NodeVolumeRow = (Uuid, i64, String, Option<Uuid>, Option<String>);
+/// (id, size GB, status, instance it is mounted in, mount path, snapshot it is restored from).
+pub type NodeVolumeRow = (
+    Uuid,
+    i64,
+    String,
+    Option<Uuid>,
+    Option<String>,
+    Option<Uuid>,
+);
 
 /// (id, status, reason, change generation, instance it is mounted in unless that is going).
 type ObservedRow = (Uuid, String, Option<String>, i64, Option<Uuid>);
@@ -42,7 +51,8 @@ macro_rules! select_volumes {
     ($tail:literal) => {
         concat!(
             "SELECT v.id, v.project_id, v.name, v.size_gb, v.node_id, n.name AS node_name, v.status, ",
-            "v.status_reason, v.instance_id, v.mount_path, v.change_generation, v.created_at, v.updated_at ",
+            "v.status_reason, v.instance_id, v.mount_path, v.source_snapshot_id, v.change_generation, ",
+            "v.created_at, v.updated_at ",
             "FROM volumes v LEFT JOIN nodes n ON n.id = v.node_id ",
             $tail
         )
@@ -82,10 +92,28 @@ impl Store {
                     used
                 )));
             }
+            if let Some(snap) = v.source_snapshot_id {
+                // A restore: its snapshot must still be there (not being deleted).
+                let status: Option<(String,)> = sqlx::query_as(
+                    "SELECT status FROM snapshots WHERE id = $1 AND project_id = $2 AND node_id = $3",
+                )
+                .bind(snap)
+                .bind(v.project_id)
+                .bind(node.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match status {
+                    Some((s,)) if s == "available" => {}
+                    Some((s,)) => {
+                        return Err(StoreError::InUse(format!("the snapshot is {s}, not available")));
+                    }
+                    None => return Err(StoreError::NotFound),
+                }
+            }
             sqlx::query(
                 "INSERT INTO volumes (id, project_id, name, size_gb, node_id, status, status_reason,
-                    change_generation, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'creating', NULL, $6, $7, $7)",
+                    source_snapshot_id, change_generation, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'creating', NULL, $8, $6, $7, $7)",
             )
             .bind(v.id)
             .bind(v.project_id)
@@ -94,6 +122,7 @@ impl Store {
             .bind(node.0)
             .bind(generation)
             .bind(v.created_at)
+            .bind(v.source_snapshot_id)
             .execute(&mut *tx)
             .await?;
             Ok(())
@@ -298,7 +327,15 @@ impl Store {
 
     /// Starts deleting a volume (its node is told); a volume without a node goes at once.
     /// Idempotent while it is being deleted.
-    pub async fn volume_delete(&self, project: ProjectId, id: VolumeId) -> StoreResult<()> {
+    ///
+    /// With `snapshots_depend` (the node's backend keeps snapshots as views of their volume,
+    /// like lvm), a volume with snapshots is refused (`InUse`, saying how many).
+    pub async fn volume_delete(
+        &self,
+        project: ProjectId,
+        id: VolumeId,
+        snapshots_depend: bool,
+    ) -> StoreResult<()> {
         let now = Utc::now();
         let node = in_tx!(self, tx => {
             let row: Option<(Option<Uuid>, String)> = sqlx::query_as(
@@ -311,6 +348,17 @@ impl Store {
             let Some((node, status)) = row else { return Err(StoreError::NotFound) };
             if status == "deleting" {
                 return Ok(None);
+            }
+            if snapshots_depend {
+                let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM snapshots WHERE volume_id = $1")
+                    .bind(id.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if count > 0 {
+                    return Err(StoreError::InUse(format!(
+                        "it has {count} snapshot(s), which its node's storage keeps as views of the volume; delete them first"
+                    )));
+                }
             }
             let Some(node) = node else {
                 sqlx::query("DELETE FROM volumes WHERE id = $1").bind(id.0).execute(&mut *tx).await?;
@@ -342,7 +390,8 @@ impl Store {
     /// Every volume of a node, for its desired state: (id, size GB, status, mounted in, path).
     pub async fn node_volumes(&self, node: Uuid) -> StoreResult<Vec<NodeVolumeRow>> {
         on_pool!(self, p => Ok(sqlx::query_as(
-            "SELECT id, size_gb, status, instance_id, mount_path FROM volumes WHERE node_id = $1 ORDER BY id",
+            "SELECT id, size_gb, status, instance_id, mount_path, source_snapshot_id FROM volumes
+             WHERE node_id = $1 ORDER BY id",
         )
         .bind(node)
         .fetch_all(p)
@@ -371,10 +420,11 @@ impl Store {
         })
     }
 
-    /// Nodes holding at least one volume (the sessions read volumes only for these).
+    /// Nodes holding at least one volume or snapshot (the sessions read volumes only for these).
     pub async fn nodes_with_volumes(&self) -> StoreResult<Vec<Uuid>> {
         let rows: Vec<(Uuid,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT DISTINCT node_id FROM volumes WHERE node_id IS NOT NULL",
+            "SELECT node_id FROM volumes WHERE node_id IS NOT NULL
+             UNION SELECT node_id FROM snapshots WHERE node_id IS NOT NULL",
         )
         .fetch_all(p)
         .await?);
