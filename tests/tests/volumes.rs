@@ -272,10 +272,14 @@ async fn instances_mount_volumes_on_their_node_and_data_outlives_them() {
     assert_eq!(v.instance_id, None);
     // No container uses it any more: its node unmounts it.
     let vid = v.id.to_string();
-    wait_for("volume unmounted on its node", Duration::from_secs(15), || {
-        let (vols, vid) = (vols.clone(), vid.clone());
-        async move { (!vols.mounted(&vid).await.ok()?).then_some(()) }
-    })
+    wait_for(
+        "volume unmounted on its node",
+        Duration::from_secs(15),
+        || {
+            let (vols, vid) = (vols.clone(), vid.clone());
+            async move { (!vols.mounted(&vid).await.ok()?).then_some(()) }
+        },
+    )
     .await;
     vols.mount(&vid).await.unwrap();
     assert_eq!(vols.read(&vid).unwrap(), b"kept across instances");
