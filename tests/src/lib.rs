@@ -4,6 +4,8 @@
 // Test support: a failed setup step should stop the test at once with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod storage_e2e;
+
 use cloud_api::Client;
 use cloud_scheduler::{Config, Running};
 use std::future::Future;

@@ -10,64 +10,9 @@
 use cloud_api::{
     CreateInstanceRequest, CreateVolumeRequest, InstanceStatus, VolumeMount, VolumeStatus,
 };
+use cloud_tests::storage_e2e::{DiskNode, exec, root};
 use cloud_tests::{Cluster, busybox, docker_available, wait_for};
-use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
-
-fn root() -> bool {
-    let ok = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("THECLOUD_REQUIRE_STORAGE").as_deref() == Ok("1") {
-            panic!("THECLOUD_REQUIRE_STORAGE=1 but not root (loop mounts need root)");
-        }
-        eprintln!("skipping: volume end-to-end tests need root (loop devices, mount)");
-    }
-    ok
-}
-
-/// Removes the node's containers, then unmounts its volumes, pass or fail.
-struct Cleanup {
-    node: String,
-    mounts: std::path::PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=thecloud.node-id={}", self.node),
-            ])
-            .output();
-        if let Ok(out) = out {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
-        for e in std::fs::read_dir(&self.mounts)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = Command::new("umount").arg(e.path()).output();
-        }
-    }
-}
-
-fn exec(container: &str, script: &str) -> String {
-    let o = Command::new("docker")
-        .args(["exec", container, "sh", "-c", script])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_on_a_volume_outlives_its_instance() {
@@ -75,25 +20,8 @@ async fn data_on_a_volume_outlives_its_instance() {
         return;
     }
     let c = Cluster::start().await;
-    let runtime = Arc::new(cloud_agent::DockerRuntime::connect(None).await.unwrap());
-    let mut cfg = c.agent_config("disk");
-    let backend = cloud_agent::storage::FileBackend::new(
-        cloud_agent::storage::FileBackendConfig::under(&cfg.data_dir),
-    )
-    .unwrap();
-    cfg.volumes = Some(Arc::new(backend));
-    let agent = cloud_agent::start(cfg.clone(), runtime).await.unwrap();
-    let _cleanup = Cleanup {
-        node: agent.node_id().to_string(),
-        mounts: cfg.data_dir.join("volumes"),
-    };
-    c.wait_node_ready("disk").await;
+    let node = DiskNode::start(&c, "disk").await;
     let client = c.client();
-    wait_for("pool reported", Duration::from_secs(15), || {
-        let client = client.clone();
-        async move { client.node_get("disk").await.ok()?.usage?.volume_pool }
-    })
-    .await;
 
     for name in ["data", "other"] {
         client
@@ -183,5 +111,5 @@ async fn data_on_a_volume_outlives_its_instance() {
         async move { client.volume_list().await.ok()?.is_empty().then_some(()) }
     })
     .await;
-    agent.abort();
+    node.agent.abort();
 }
