@@ -269,6 +269,22 @@ async fn wait_volume(
     }
 }
 
+async fn wait_snapshot(client: &Client, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = client.snapshot_get(name).await?;
+        match s.status {
+            cloud_api::SnapshotStatus::Available => return Ok(()),
+            cloud_api::SnapshotStatus::Failed => {
+                anyhow::bail!("{name} failed: {:?}", s.status_reason)
+            }
+            _ => {}
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{name} is still {}", s.status);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn volume(
     url: &str,
     key: &str,
@@ -351,10 +367,66 @@ async fn volume(
         host.push(t.elapsed());
         let _ = std::fs::remove_file(&host_file);
     }
+    // Snapshot of the volume in use (holding the written file) and restore into a new
+    // volume, vs a plain copy of its image on the host (what the file backend does at best).
+    let vol = client.volume_get("bench-vol-io").await?;
+    let image = host_dir
+        .join("volume-images")
+        .join(format!("vol-{}.raw", vol.id));
+    let (mut snap, mut restore, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..3 {
+        let (s, r) = (format!("bench-snap-{i}"), format!("bench-restored-{i}"));
+        let t = Instant::now();
+        client
+            .snapshot_create(&cloud_api::CreateSnapshotRequest {
+                volume_id: "bench-vol-io".into(),
+                name: s.clone(),
+            })
+            .await?;
+        wait_snapshot(&client, &s).await?;
+        snap.push(t.elapsed());
+        let t = Instant::now();
+        client
+            .snapshot_restore(
+                &s,
+                &cloud_api::RestoreSnapshotRequest {
+                    name: r.clone(),
+                    size_gb: None,
+                },
+            )
+            .await?;
+        wait_volume(&client, &r, cloud_api::VolumeStatus::Available).await?;
+        restore.push(t.elapsed());
+        client.volume_delete(&r).await?;
+        client.snapshot_delete(&s).await?;
+        let t = Instant::now();
+        let copy_file = host_dir.join("bench-copy.tmp");
+        let o = Command::new("cp")
+            .args(["--sparse=always", "--reflink=auto"])
+            .arg(&image)
+            .arg(&copy_file)
+            .output()?;
+        anyhow::ensure!(o.status.success(), "cp of {} failed", image.display());
+        let _ = Command::new("sync").arg(&copy_file).output();
+        copy.push(t.elapsed());
+        let _ = std::fs::remove_file(&copy_file);
+    }
     let mbps = |d: Duration| write_mib as f64 / d.as_secs_f64();
     println!(
         "POST /v1/volumes -> available (2 GB) : {}",
         summary(&mut create)
+    );
+    println!(
+        "snapshot of the volume in use ({write_mib} MiB written) -> available : {}",
+        summary(&mut snap)
+    );
+    println!(
+        "restore of that snapshot -> new volume available : {}",
+        summary(&mut restore)
+    );
+    println!(
+        "baseline: cp --sparse=always of its image + sync on the host : {}",
+        summary(&mut copy)
     );
     println!(
         "write {write_mib} MiB + fsync, container on volume : median {:.0} MiB/s ({})",
