@@ -135,6 +135,64 @@ ensure_packages() {
   info "installed in $(fmt_duration "$t0")"
 }
 
+# ---------------------------------------------------------------- libvirt / QEMU
+
+LIBVIRT_URI=qemu:///system
+
+libvirt_up() { virsh -c "$LIBVIRT_URI" version >/dev/null 2>&1; }
+
+# ensure_libvirt: libvirt 9.0 (bookworm, matching the libvirt-dev the agent links against) with
+# QEMU 10 from bookworm-backports (matching the preinstalled qemu-utils 10; bookworm's QEMU 7.2
+# would remove it), plus genisoimage for cloud-init seeds; then virtlogd and libvirtd started by
+# hand (no systemd). Backports is used through a private apt source list, so /etc/apt is not
+# modified. Idempotent. See ../shared/HOST-NOTES.md ("20-libvirt.sh").
+ensure_libvirt() {
+  local need=0 p
+  for p in libvirt-daemon-system libvirt-clients qemu-system-x86 genisoimage; do
+    pkg_installed "$p" || need=1
+  done
+  if ((need)); then
+    local t0 bpo mirror
+    t0=$(now_us)
+    bpo=${TMPDIR:-/tmp}/thecloud-apt-bpo
+    mkdir -p "$bpo/parts" "$bpo/lists/partial" "$bpo/cache/archives/partial"
+    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [[ -n $mirror ]] || mirror=http://deb.debian.org/debian
+    cp /etc/apt/sources.list.d/debian.sources "$bpo/parts/debian.sources" 2>/dev/null || true
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$mirror" >"$bpo/parts/backports.sources"
+    : >"$bpo/sources.list"
+    local o=("${APT_OPTS[@]}" -o "Dir::Etc::SourceList=$bpo/sources.list" -o "Dir::Etc::SourceParts=$bpo/parts"
+      -o "Dir::State::Lists=$bpo/lists" -o "Dir::Cache=$bpo/cache")
+    export DEBIAN_FRONTEND=noninteractive
+    info "installing libvirt + QEMU (backports) + genisoimage"
+    apt-get "${o[@]}" update -qq
+    apt-get "${o[@]}" install -y -qq --no-install-recommends \
+      libvirt-daemon-system libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev \
+      dnsmasq-base genisoimage qemu-utils/bookworm-backports \
+      qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+      qemu-system-data/bookworm-backports seabios/bookworm-backports
+    info "installed in $(fmt_duration "$t0")"
+  fi
+  # udev is not running: give /dev/kvm the owner and mode libvirt's qemu user expects.
+  if [[ -e /dev/kvm ]]; then
+    chgrp kvm /dev/kvm 2>/dev/null || true
+    chmod 660 /dev/kvm 2>/dev/null || true
+  fi
+  if libvirt_up; then
+    info "libvirtd already running"
+    return 0
+  fi
+  pgrep -x virtlogd >/dev/null || virtlogd -d
+  pgrep -x libvirtd >/dev/null || libvirtd -d
+  local i
+  for i in $(seq 1 300); do
+    libvirt_up && { info "libvirtd up"; return 0; }
+    sleep 0.1
+  done
+  die "libvirtd did not answer on $LIBVIRT_URI within 30 s"
+}
+
 # ---------------------------------------------------------------- docker
 
 docker_up() { "$DOCKER" info >/dev/null 2>&1; }

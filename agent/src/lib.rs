@@ -34,6 +34,7 @@ pub mod sim;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;
+pub mod vm;
 
 pub use agent::{AgentError, AgentHandle, start};
 pub use config::{AgentConfig, CapacityOverride, SessionTiming};

@@ -1,0 +1,156 @@
+//! An in-memory hypervisor for unit tests and simulated nodes: domains defined from XML (only
+//! the name is read), started, shut down (a guest that honours ACPI unless told otherwise),
+//! destroyed and undefined; records every call.
+
+use super::{DOMAIN_PREFIX, DomainInfo, DomainState, Hypervisor, VirtType, VmError};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct State {
+    domains: BTreeMap<String, (DomainState, String)>,
+    calls: Vec<String>,
+    /// Guests ignore the ACPI power button (like the busybox test guest).
+    ignore_acpi: bool,
+    fail_next: Option<VmError>,
+}
+
+/// Cheap to clone: clones share the domains.
+#[derive(Clone, Default)]
+pub struct FakeHypervisor {
+    state: Arc<Mutex<State>>,
+}
+
+fn name_in(xml: &str) -> Option<String> {
+    let start = xml.find("<name>")? + "<name>".len();
+    let end = xml[start..].find("</name>")? + start;
+    Some(xml[start..end].to_owned())
+}
+
+impl FakeHypervisor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Guests ignore ACPI shutdown requests from now on.
+    pub fn ignore_acpi(&self, on: bool) {
+        self.lock().ignore_acpi = on;
+    }
+
+    /// The next call fails with `e`.
+    pub fn fail_next(&self, e: VmError) {
+        self.lock().fail_next = Some(e);
+    }
+
+    /// Calls since the last `take_calls`, as `"start tc-vm-…"`.
+    pub fn take_calls(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().calls)
+    }
+
+    /// The XML a domain was defined with.
+    pub fn xml_of(&self, name: &str) -> Option<String> {
+        self.lock().domains.get(name).map(|(_, x)| x.clone())
+    }
+
+    pub fn state_of(&self, name: &str) -> Option<DomainState> {
+        self.lock().domains.get(name).map(|(s, _)| *s)
+    }
+
+    /// The guest powers itself off (or crashes).
+    pub fn set_state(&self, name: &str, state: DomainState) {
+        if let Some(d) = self.lock().domains.get_mut(name) {
+            d.0 = state;
+        }
+    }
+
+    /// The domain vanishes behind the agent's back.
+    pub fn vanish(&self, name: &str) {
+        self.lock().domains.remove(name);
+    }
+
+    fn call(&self, what: &str, name: &str) -> Result<MutexGuard<'_, State>, VmError> {
+        let mut st = self.lock();
+        st.calls.push(format!("{what} {name}"));
+        match st.fail_next.take() {
+            Some(e) => Err(e),
+            None => Ok(st),
+        }
+    }
+}
+
+#[async_trait]
+impl Hypervisor for FakeHypervisor {
+    fn virt_type(&self) -> VirtType {
+        VirtType::Qemu
+    }
+
+    async fn list(&self) -> Result<Vec<DomainInfo>, VmError> {
+        Ok(self
+            .lock()
+            .domains
+            .iter()
+            .filter(|(n, _)| n.starts_with(DOMAIN_PREFIX))
+            .map(|(name, (state, _))| DomainInfo {
+                name: name.clone(),
+                uuid: String::new(),
+                state: *state,
+                cpu_time_ns: 0,
+                memory_kib: 0,
+                vcpus: 1,
+            })
+            .collect())
+    }
+
+    async fn define(&self, xml: &str) -> Result<(), VmError> {
+        let name = name_in(xml).ok_or_else(|| VmError::Invalid("no <name> in the XML".into()))?;
+        let mut st = self.call("define", &name)?;
+        let state = st
+            .domains
+            .get(&name)
+            .map_or(DomainState::ShutOff, |(s, _)| *s);
+        st.domains.insert(name, (state, xml.to_owned()));
+        Ok(())
+    }
+
+    async fn start(&self, name: &str) -> Result<(), VmError> {
+        let mut st = self.call("start", name)?;
+        let d = st
+            .domains
+            .get_mut(name)
+            .ok_or_else(|| VmError::NotFound(name.to_owned()))?;
+        d.0 = DomainState::Running;
+        Ok(())
+    }
+
+    async fn shutdown(&self, name: &str) -> Result<(), VmError> {
+        let mut st = self.call("shutdown", name)?;
+        let ignore = st.ignore_acpi;
+        let d = st
+            .domains
+            .get_mut(name)
+            .ok_or_else(|| VmError::NotFound(name.to_owned()))?;
+        if !ignore && d.0 == DomainState::Running {
+            d.0 = DomainState::ShutOff;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), VmError> {
+        let mut st = self.call("destroy", name)?;
+        if let Some(d) = st.domains.get_mut(name) {
+            d.0 = DomainState::ShutOff;
+        }
+        Ok(())
+    }
+
+    async fn undefine(&self, name: &str) -> Result<(), VmError> {
+        let mut st = self.call("undefine", name)?;
+        st.domains.remove(name);
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! The real hypervisor: libvirt through the `virt` crate (0.4). libvirt calls block, so each
+//! runs on the blocking pool with the shared connection (`Connect` is Send + Sync: libvirt
+//! connections are thread-safe).
+
+use super::{DOMAIN_PREFIX, DomainInfo, DomainState, Hypervisor, VirtType, VmError};
+use async_trait::async_trait;
+use std::sync::Arc;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::ErrorNumber;
+
+/// libvirt at a URI (`qemu:///system` on nodes, `test:///default` in unit tests).
+pub struct LibvirtHypervisor {
+    conn: Arc<Connect>,
+    uri: String,
+    virt_type: VirtType,
+}
+
+fn err(e: virt::error::Error) -> VmError {
+    if e.code() == ErrorNumber::NoDomain {
+        VmError::NotFound(e.message().to_owned())
+    } else {
+        VmError::Libvirt(e.message().to_owned())
+    }
+}
+
+fn state(s: u32) -> DomainState {
+    match s {
+        virt::sys::VIR_DOMAIN_RUNNING | virt::sys::VIR_DOMAIN_BLOCKED => DomainState::Running,
+        virt::sys::VIR_DOMAIN_PAUSED | virt::sys::VIR_DOMAIN_PMSUSPENDED => DomainState::Paused,
+        virt::sys::VIR_DOMAIN_SHUTDOWN => DomainState::ShuttingDown,
+        virt::sys::VIR_DOMAIN_SHUTOFF => DomainState::ShutOff,
+        virt::sys::VIR_DOMAIN_CRASHED => DomainState::Crashed,
+        _ => DomainState::Other,
+    }
+}
+
+impl LibvirtHypervisor {
+    /// Connects to `uri`. `virt_type`: `None` detects (`kvm` where the CPU has vmx/svm and
+    /// libvirt offers kvm domains, `qemu` otherwise).
+    pub async fn connect(uri: &str, virt_type: Option<VirtType>) -> Result<Self, VmError> {
+        let u = uri.to_owned();
+        let conn = tokio::task::spawn_blocking(move || Connect::open(Some(&u)).map_err(err))
+            .await
+            .map_err(|e| VmError::Libvirt(e.to_string()))??;
+        let conn = Arc::new(conn);
+        let virt_type = match virt_type {
+            Some(t) => t,
+            None => {
+                let c = conn.clone();
+                let kvm_offered = tokio::task::spawn_blocking(move || {
+                    c.get_domain_capabilities(None, Some("x86_64"), None, Some("kvm"), 0)
+                        .is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                if kvm_offered && super::host_has_hw_virt() {
+                    VirtType::Kvm
+                } else {
+                    VirtType::Qemu
+                }
+            }
+        };
+        tracing::info!(uri, virt_type = virt_type.as_str(), "connected to libvirt");
+        Ok(Self {
+            conn,
+            uri: uri.to_owned(),
+            virt_type,
+        })
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connect) -> Result<T, VmError> + Send + 'static,
+    ) -> Result<T, VmError> {
+        let c = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&c))
+            .await
+            .map_err(|e| VmError::Libvirt(format!("libvirt call panicked or was cancelled: {e}")))?
+    }
+
+    /// Looks a domain up and runs `f` on it.
+    async fn on_domain(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Domain) -> Result<(), VmError> + Send + 'static,
+    ) -> Result<(), VmError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let d = Domain::lookup_by_name(c, &name).map_err(err)?;
+            f(&d)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Hypervisor for LibvirtHypervisor {
+    fn virt_type(&self) -> VirtType {
+        self.virt_type
+    }
+
+    async fn list(&self) -> Result<Vec<DomainInfo>, VmError> {
+        self.with(|c| {
+            let mut out = Vec::new();
+            for d in c.list_all_domains(0).map_err(err)? {
+                let Ok(name) = d.get_name() else { continue };
+                if !name.starts_with(DOMAIN_PREFIX) {
+                    continue;
+                }
+                // A domain that vanishes between the listing and these calls is skipped.
+                let Ok(info) = d.get_info() else { continue };
+                out.push(DomainInfo {
+                    uuid: d.get_uuid_string().unwrap_or_default(),
+                    name,
+                    state: state(info.state),
+                    cpu_time_ns: info.cpu_time,
+                    memory_kib: info.memory,
+                    vcpus: info.nr_virt_cpu,
+                });
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn define(&self, xml: &str) -> Result<(), VmError> {
+        let xml = xml.to_owned();
+        self.with(move |c| Domain::define_xml(c, &xml).map(drop).map_err(err))
+            .await
+    }
+
+    async fn start(&self, name: &str) -> Result<(), VmError> {
+        self.on_domain(name, |d| {
+            if d.is_active().map_err(err)? {
+                return Ok(());
+            }
+            d.create().map(drop).map_err(err)
+        })
+        .await
+    }
+
+    async fn shutdown(&self, name: &str) -> Result<(), VmError> {
+        self.on_domain(name, |d| {
+            if !d.is_active().map_err(err)? {
+                return Ok(());
+            }
+            d.shutdown().map(drop).map_err(err)
+        })
+        .await
+    }
+
+    async fn destroy(&self, name: &str) -> Result<(), VmError> {
+        match self
+            .on_domain(name, |d| {
+                if !d.is_active().map_err(err)? {
+                    return Ok(());
+                }
+                d.destroy().map_err(err)
+            })
+            .await
+        {
+            Err(VmError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn undefine(&self, name: &str) -> Result<(), VmError> {
+        match self.on_domain(name, |d| d.undefine().map_err(err)).await {
+            Err(VmError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libvirt's in-process test driver (no daemon). Every `test:///default` connection of a
+    /// process shares state, so each test uses its own domain names.
+    async fn test_driver() -> LibvirtHypervisor {
+        LibvirtHypervisor::connect("test:///default", Some(VirtType::Qemu))
+            .await
+            .unwrap()
+    }
+
+    fn xml(name: &str) -> String {
+        format!(
+            "<domain type='test'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64'>hvm</type></os></domain>"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_domain_goes_through_its_lifecycle_on_the_test_driver() {
+        let hv = test_driver().await;
+        let name = "tc-vm-lifecycle";
+        hv.define(&xml(name)).await.unwrap();
+        let found = |l: Vec<DomainInfo>| l.into_iter().find(|d| d.name == name);
+        let d = found(hv.list().await.unwrap()).unwrap();
+        assert_eq!(d.state, DomainState::ShutOff);
+        hv.start(name).await.unwrap();
+        hv.start(name).await.unwrap(); // idempotent
+        let d = found(hv.list().await.unwrap()).unwrap();
+        assert_eq!(
+            (d.state, d.vcpus, d.memory_kib),
+            (DomainState::Running, 1, 128 * 1024)
+        );
+        hv.destroy(name).await.unwrap();
+        hv.destroy(name).await.unwrap(); // idempotent
+        assert_eq!(
+            found(hv.list().await.unwrap()).unwrap().state,
+            DomainState::ShutOff
+        );
+        hv.undefine(name).await.unwrap();
+        hv.undefine(name).await.unwrap(); // gone: fine
+        assert!(found(hv.list().await.unwrap()).is_none());
+        assert!(matches!(hv.start(name).await, Err(VmError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn only_our_domains_are_listed() {
+        let hv = test_driver().await;
+        // The test driver's built-in domain is named "test": not ours.
+        assert!(
+            hv.list()
+                .await
+                .unwrap()
+                .iter()
+                .all(|d| d.name.starts_with(DOMAIN_PREFIX))
+        );
+        hv.define(&xml("someone-elses")).await.unwrap();
+        assert!(
+            !hv.list()
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.name == "someone-elses")
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_xml_is_a_clear_error() {
+        let hv = test_driver().await;
+        let e = hv.define("<domain").await.unwrap_err();
+        assert!(matches!(e, VmError::Libvirt(_)), "{e}");
+    }
+}

@@ -1,0 +1,137 @@
+//! Virtual machines: libvirt domains behind one trait, with a real implementation over the
+//! `virt` crate (`libvirt`) and an in-memory fake (`fake`) for unit tests and simulated nodes.
+//!
+//! Every domain the agent creates is named `tc-vm-<instance id>` and carries the instance id
+//! in its `<metadata>`, so a restarted agent finds its domains from libvirt alone and never
+//! touches anyone else's. Per-VM files (root-disk overlay, cloud-init seed, serial log) live
+//! in `<vm dir>/<instance id>/` (`files`); the domain XML is generated in `xml`.
+
+pub mod fake;
+pub mod files;
+pub mod libvirt;
+pub mod xml;
+
+pub use fake::FakeHypervisor;
+pub use files::VmFiles;
+pub use libvirt::LibvirtHypervisor;
+
+use async_trait::async_trait;
+
+/// Prefix of the names of the agent's domains.
+pub const DOMAIN_PREFIX: &str = "tc-vm-";
+
+/// The domain name of an instance.
+pub fn domain_name(instance_id: &str) -> String {
+    format!("{DOMAIN_PREFIX}{instance_id}")
+}
+
+/// The instance id in one of our domain names.
+pub fn instance_of(domain: &str) -> Option<&str> {
+    domain
+        .strip_prefix(DOMAIN_PREFIX)
+        .filter(|id| !id.is_empty())
+}
+
+/// What libvirt says a domain is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainState {
+    Running,
+    Paused,
+    ShuttingDown,
+    ShutOff,
+    Crashed,
+    Other,
+}
+
+/// One of our domains as libvirt reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub name: String,
+    pub uuid: String,
+    pub state: DomainState,
+    /// CPU time used since it started, in nanoseconds.
+    pub cpu_time_ns: u64,
+    pub memory_kib: u64,
+    pub vcpus: u32,
+}
+
+/// How QEMU runs guests: hardware virtualisation or TCG emulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtType {
+    Kvm,
+    Qemu,
+}
+
+impl VirtType {
+    /// The `<domain type=…>` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VirtType::Kvm => "kvm",
+            VirtType::Qemu => "qemu",
+        }
+    }
+}
+
+/// Errors of the hypervisor layer. Messages name domains and the agent's own paths, never
+/// user data (user-data may hold secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VmError {
+    #[error("domain {0} not found")]
+    NotFound(String),
+    #[error("libvirt: {0}")]
+    Libvirt(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("{cmd} failed ({status}): {stderr}")]
+    Command {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// A hypervisor the agent runs VMs on. Every method is idempotent where that makes sense:
+/// starting a running domain, destroying a stopped one or undefining a missing one succeed.
+#[async_trait]
+pub trait Hypervisor: Send + Sync {
+    /// The virtualisation type new domains use on this host.
+    fn virt_type(&self) -> VirtType;
+    /// Our domains (named `tc-vm-…`), whatever their state.
+    async fn list(&self) -> Result<Vec<DomainInfo>, VmError>;
+    /// Defines (or redefines) a persistent domain from XML.
+    async fn define(&self, xml: &str) -> Result<(), VmError>;
+    async fn start(&self, name: &str) -> Result<(), VmError>;
+    /// Asks the guest to power off (ACPI power button).
+    async fn shutdown(&self, name: &str) -> Result<(), VmError>;
+    /// Pulls the plug.
+    async fn destroy(&self, name: &str) -> Result<(), VmError>;
+    /// Removes the domain's definition (it must be shut off).
+    async fn undefine(&self, name: &str) -> Result<(), VmError>;
+}
+
+/// Whether this host's CPU has hardware virtualisation that ordinary guests can use: vmx or
+/// svm in /proc/cpuinfo. (A `/dev/kvm` alone is not enough: PVM hosts expose one on which
+/// normal Linux guests do not boot.)
+pub fn host_has_hw_virt() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    }) && std::path::Path::new("/dev/kvm").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_names_carry_the_instance_id() {
+        let n = domain_name("01a2");
+        assert_eq!(n, "tc-vm-01a2");
+        assert_eq!(instance_of(&n), Some("01a2"));
+        assert_eq!(instance_of("tc-vm-"), None);
+        assert_eq!(instance_of("someone-else"), None);
+    }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the tiny bootable test guest of the VM tests, once (idempotent): a Debian cloud kernel
+# taken from its package (extracted, not installed) and a busybox initramfs whose init prints
+# THECLOUD-GUEST-UP, loads the CD-ROM and iso9660 drivers, mounts the cloud-init NoCloud seed
+# (label cidata), prints its meta-data and every user-data line, then THECLOUD-GUEST-READY,
+# and sleeps. Plus a 64 MiB raw "base disk" image for the root-disk overlay.
+#
+# Usage: tests/guest/build.sh [DIR]     (default /var/lib/libvirt/images/thecloud-test)
+# Needs: apt-get download (network to the Debian mirror), busybox-static, cpio-capable busybox.
+set -euo pipefail
+DIR=${1:-/var/lib/libvirt/images/thecloud-test}
+mkdir -p "$DIR"
+if [[ -f $DIR/vmlinuz && -f $DIR/initrd.gz && -f $DIR/base.raw && $(cat "$DIR/version" 2>/dev/null) == 2 ]]; then
+  echo "test guest present in $DIR"
+  exit 0
+fi
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+cd "$T"
+KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+[[ -n $KPKG ]] || { echo "cannot find the cloud kernel package" >&2; exit 1; }
+apt-get -o DPkg::Lock::Timeout=600 download "$KPKG" >/dev/null
+dpkg -x ./"$KPKG"_*.deb x
+KVER=${KPKG#linux-image-}
+MODS=x/lib/modules/$KVER/kernel
+R=$T/root
+mkdir -p "$R"/{bin,proc,sys,dev,seed,lib/modules}
+cp /bin/busybox "$R/bin/"
+ln -s busybox "$R/bin/sh"
+# CD-ROM on the i440fx IDE controller, and the iso9660 filesystem, in load order.
+ORDER="scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs"
+for m in $ORDER; do
+  f=$(find "$MODS" -name "$m.ko" | head -1)
+  [[ -n $f ]] || { echo "module $m not found in $KPKG" >&2; exit 1; }
+  cp "$f" "$R/lib/modules/"
+done
+cat >"$R/init" <<INIT
+#!/bin/sh
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+echo "THECLOUD-GUEST-UP \$(uname -r)"
+for m in $ORDER; do insmod /lib/modules/\$m.ko 2>/dev/null; done
+i=0; while [ ! -b /dev/sr0 ] && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i+1)); done
+if mount -t iso9660 -o ro /dev/sr0 /seed 2>/dev/null; then
+  echo "THECLOUD-SEED-LABEL \$(dd if=/dev/sr0 bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')"
+  while read -r line; do echo "THECLOUD-META-DATA: \$line"; done </seed/meta-data
+  while read -r line; do echo "THECLOUD-USER-DATA: \$line"; done </seed/user-data
+else
+  echo "THECLOUD-SEED-MISSING"
+fi
+echo "THECLOUD-GUEST-READY"
+while true; do sleep 3600; done
+INIT
+chmod +x "$R/init"
+(cd "$R" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$T/initrd.gz")
+cp x/boot/vmlinuz-"$KVER" "$T/vmlinuz"
+truncate -s 64M "$T/base.raw"
+echo 2 >"$T/version"
+mv "$T/vmlinuz" "$T/initrd.gz" "$T/base.raw" "$T/version" "$DIR/"
+echo "test guest built in $DIR (kernel $KVER)"
