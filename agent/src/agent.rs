@@ -223,6 +223,10 @@ pub async fn start(
         Some(v) => reconciler.with_volumes(v.clone()),
         None => reconciler,
     };
+    let reconciler = match &config.vms {
+        Some(v) => reconciler.with_vms(v.hypervisor.clone(), v.files.clone()),
+        None => reconciler,
+    };
     let probe: Arc<dyn HostProbe> = match &config.host_probe {
         Some(p) => p.clone(),
         None => Arc::new(ProcfsProbe::new(&config.data_dir)),
@@ -249,6 +253,7 @@ pub async fn start(
         timing: config.session.clone(),
         network: config.network.clone(),
         volumes: config.volumes.clone(),
+        vms: config.vms.is_some(),
     });
 
     let span = tracing::info_span!("agent", node_id = %node_id);

@@ -82,6 +82,16 @@ pub struct AgentConfig {
     pub network: Option<NodeNetwork>,
     /// Node-local volumes (file directory or LVM volume group). `None`: no volumes here.
     pub volumes: Option<Arc<dyn crate::storage::VolumeBackend>>,
+    /// Virtual machines: the hypervisor and where per-VM files go. `None`: no VMs here (the
+    /// node does not advertise the `libvirt` driver).
+    pub vms: Option<NodeVms>,
+}
+
+/// A node's VM support.
+#[derive(Clone)]
+pub struct NodeVms {
+    pub hypervisor: Arc<dyn crate::vm::Hypervisor>,
+    pub files: crate::vm::VmFiles,
 }
 
 /// A node's VPC networking: where other nodes reach its VXLAN endpoint, and the data plane.
@@ -124,6 +134,7 @@ impl AgentConfig {
             partitioned: false,
             network: None,
             volumes: None,
+            vms: None,
         }
     }
 }
@@ -145,6 +156,10 @@ impl fmt::Debug for AgentConfig {
             .field("partitioned", &self.partitioned)
             .field("network", &self.network)
             .field("volumes", &self.volumes.as_ref().map(|v| v.kind()))
+            .field(
+                "vms",
+                &self.vms.as_ref().map(|v| v.files.dir().to_path_buf()),
+            )
             .finish()
     }
 }

@@ -69,6 +69,22 @@ fn spec_from_pb(s: pb::InstanceSpec) -> InstanceSpec {
             .network
             .as_ref()
             .map(crate::convert_network::attachment_from_pb),
+        vm: s.vm.map(|v| {
+            let image = v.image.unwrap_or_default();
+            crate::model::VmSpec {
+                image: crate::vm::files::VmImage {
+                    image_id: image.image_id,
+                    path: image.path,
+                    format: image.format,
+                    kernel: image.kernel,
+                    initrd: image.initrd,
+                    cmdline: image.cmdline,
+                },
+                disk_gb: v.disk_gb,
+                user_data: v.user_data,
+                hostname: v.hostname,
+            }
+        }),
     }
 }
 

@@ -37,7 +37,7 @@ pub mod tls;
 pub mod vm;
 
 pub use agent::{AgentError, AgentHandle, start};
-pub use config::{AgentConfig, CapacityOverride, SessionTiming};
+pub use config::{AgentConfig, CapacityOverride, NodeVms, SessionTiming};
 pub use model::{
     Capacity, DesiredState, InstanceObservation, InstanceSpec, InstanceState, ObservedState,
     RestartPolicy, RunState,

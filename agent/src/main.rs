@@ -136,9 +136,80 @@ struct RunArgs {
     /// created and listed but not mounted.
     #[arg(long)]
     lvm_no_activation: bool,
+    /// libvirt connection for VMs: a URI, `auto` (qemu:///system when libvirtd's socket
+    /// exists) or `none` (no VMs on this node; it does not advertise the libvirt driver).
+    #[arg(
+        long,
+        value_name = "URI|auto|none",
+        env = "THECLOUD_LIBVIRT_URI",
+        default_value = "auto"
+    )]
+    libvirt_uri: String,
+    /// How QEMU runs guests: `kvm` (hardware virtualisation), `qemu` (TCG emulation), or
+    /// `auto` (kvm where the CPU has vmx/svm and libvirt offers kvm domains).
+    #[arg(long, value_name = "auto|kvm|qemu", default_value = "auto", value_parser = parse_virt_type)]
+    virt_type: Option<cloud_agent::vm::VirtType>,
+    /// Directory of VM root disks, cloud-init seeds and serial logs (readable by libvirt's
+    /// QEMU user).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "THECLOUD_VM_DIR",
+        default_value = "/var/lib/libvirt/images/thecloud"
+    )]
+    vm_dir: PathBuf,
+    /// How long a guest gets to power off (ACPI) before its domain is destroyed, e.g. 60s.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_secs)]
+    vm_shutdown_timeout: std::time::Duration,
     /// Log output format. Filtering follows RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+fn parse_virt_type(s: &str) -> Result<Option<cloud_agent::vm::VirtType>, String> {
+    match s {
+        "auto" => Ok(None),
+        "kvm" => Ok(Some(cloud_agent::vm::VirtType::Kvm)),
+        "qemu" | "tcg" => Ok(Some(cloud_agent::vm::VirtType::Qemu)),
+        _ => Err(format!("{s:?}: expected auto, kvm or qemu")),
+    }
+}
+
+/// `60s`, `2m` or a bare number of seconds.
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix('m') {
+        (n, 60)
+    } else {
+        (t.strip_suffix('s').unwrap_or(t), 1)
+    };
+    num.parse::<u64>()
+        .map(|n| std::time::Duration::from_secs(n * scale))
+        .map_err(|_| format!("{s:?}: expected e.g. 60s or 2m"))
+}
+
+/// The hypervisor the flags ask for (None: no VMs here).
+async fn vms(args: &RunArgs) -> Result<Option<cloud_agent::NodeVms>, String> {
+    let uri = match args.libvirt_uri.as_str() {
+        "none" => return Ok(None),
+        "auto" => {
+            if !std::path::Path::new("/var/run/libvirt/libvirt-sock").exists() {
+                tracing::info!("VMs disabled: libvirtd is not running (--libvirt-uri auto)");
+                return Ok(None);
+            }
+            "qemu:///system"
+        }
+        uri => uri,
+    };
+    let hv = cloud_agent::vm::LibvirtHypervisor::connect(uri, args.virt_type)
+        .await
+        .map_err(|e| format!("--libvirt-uri {uri}: {e}"))?;
+    std::fs::create_dir_all(&args.vm_dir)
+        .map_err(|e| format!("--vm-dir {}: {e}", args.vm_dir.display()))?;
+    Ok(Some(cloud_agent::NodeVms {
+        hypervisor: Arc::new(hv),
+        files: cloud_agent::vm::VmFiles::new(args.vm_dir.clone()),
+    }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -242,6 +313,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         ));
     }
     let volumes = volume_backend(&args)?;
+    let node_vms = vms(&args).await?;
     if let Some(v) = &volumes {
         tracing::info!(backend = v.kind(), "volume backend ready");
     }
@@ -251,6 +323,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         args.join_token_file,
         args.data_dir,
     );
+    config.vms = node_vms;
+    config.reconciler.vm_shutdown_timeout = args.vm_shutdown_timeout;
     config.name = args.name;
     config.volumes = volumes;
     config.labels = args.labels.into_iter().collect::<BTreeMap<_, _>>();

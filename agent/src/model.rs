@@ -47,6 +47,28 @@ pub struct InstanceSpec {
     pub mounts: Vec<(String, String)>,
     /// Its port in a VPC, or why the one the scheduler sent is unusable.
     pub network: Option<Result<crate::network::NetworkAttachment, String>>,
+    /// kind "vm": image, root disk and cloud-init data.
+    pub vm: Option<VmSpec>,
+}
+
+/// What a VM needs besides CPU and memory.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct VmSpec {
+    pub image: crate::vm::files::VmImage,
+    pub disk_gb: u64,
+    /// May hold secrets: never logged (the `Debug` impl shows its size only).
+    pub user_data: String,
+    pub hostname: String,
+}
+
+impl fmt::Debug for VmSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmSpec")
+            .field("image", &self.image.image_id)
+            .field("disk_gb", &self.disk_gb)
+            .field("user_data_bytes", &self.user_data.len())
+            .finish()
+    }
 }
 
 impl fmt::Debug for InstanceSpec {
@@ -64,6 +86,7 @@ impl fmt::Debug for InstanceSpec {
             .field("kind", &self.kind)
             .field("change_generation", &self.change_generation)
             .field("network", &self.network)
+            .field("vm", &self.vm)
             .finish()
     }
 }

@@ -68,6 +68,8 @@ pub struct SessionContext {
     pub network: Option<NodeNetwork>,
     /// The volume backend, whose pool capacity goes into telemetry.
     pub volumes: Option<Arc<dyn crate::storage::VolumeBackend>>,
+    /// This node runs VMs (advertises the `libvirt` driver).
+    pub vms: bool,
 }
 
 impl SessionContext {
@@ -98,6 +100,10 @@ impl SessionContext {
                 Vec::new()
             }
         };
+        let mut drivers = drivers;
+        if self.vms {
+            drivers.push("libvirt".to_owned());
+        }
         Hello {
             hostname: self.hostname.clone(),
             capacity: Some(convert::capacity_to_pb(capacity)),
@@ -323,7 +329,7 @@ async fn run_session(
                     tokio::time::timeout(Duration::from_secs(2), ctx.runtime.ping()).await,
                     Ok(Ok(()))
                 );
-                let advertised = !drivers.is_empty();
+                let advertised = drivers.iter().any(|d| d == ctx.runtime.driver());
                 if up != advertised {
                     let hello = ctx.hello().await;
                     tracing::info!(drivers = ?hello.drivers, "container runtime availability changed; updating node facts");

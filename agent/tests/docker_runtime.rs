@@ -92,6 +92,7 @@ fn spec(id: &str, command: &[&str], desired: RunState, cg: u64) -> InstanceSpec 
         change_generation: cg,
         mounts: Vec::new(),
         network: None,
+        vm: None,
     }
 }
 

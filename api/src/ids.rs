@@ -86,6 +86,10 @@ typed_id!(
     /// Identifies a snapshot of a volume.
     SnapshotId
 );
+typed_id!(
+    /// Identifies a VM image.
+    ImageId
+);
 
 #[cfg(test)]
 mod tests {

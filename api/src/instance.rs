@@ -253,6 +253,27 @@ pub struct CreateInstanceRequest {
     /// Volumes to mount; the instance then runs on their node (volumes are node-local).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<crate::VolumeMount>,
+    /// kind `vm`: size of the root disk in GB (a copy-on-write overlay on the image; default
+    /// 10, 1 to 2048).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gb: Option<u64>,
+    /// kind `vm`: cloud-init user-data (`#cloud-config` or a script, at most 64 KiB), given to
+    /// the guest in a NoCloud seed. Never shown again by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+/// Largest cloud-init user-data, in bytes.
+pub const MAX_USER_DATA_BYTES: usize = 64 * 1024;
+
+/// The VM part of an instance (kind `vm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceVm {
+    pub image_id: crate::ImageId,
+    pub image_name: String,
+    pub disk_gb: u64,
+    /// Whether user-data was given (its content is never shown).
+    pub user_data: bool,
 }
 
 /// An instance as the API shows it.
@@ -284,6 +305,9 @@ pub struct Instance {
     /// Mounted volumes (`volume` holds the id).
     #[serde(default)]
     pub volumes: Vec<crate::VolumeMount>,
+    /// kind `vm`: image and root disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<InstanceVm>,
     /// What the user asked for (`running` or `stopped`).
     pub desired_state: RunState,
     pub status: InstanceStatus,

@@ -4,11 +4,13 @@
 //! No server dependencies live here: this crate is what a user program links against.
 
 pub mod client;
+mod client_image;
 mod client_network;
 mod client_snapshot;
 mod client_volume;
 pub mod error;
 pub mod ids;
+pub mod image;
 pub mod instance;
 pub mod network;
 pub mod node;
@@ -21,11 +23,12 @@ pub use reqwest::Method;
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use ids::{
-    InstanceId, NodeId, ProjectId, SecurityGroupId, SnapshotId, SubnetId, VolumeId, VpcId,
+    ImageId, InstanceId, NodeId, ProjectId, SecurityGroupId, SnapshotId, SubnetId, VolumeId, VpcId,
 };
+pub use image::{CreateImageRequest, Image, ImageFormat};
 pub use instance::{
     CreateInstanceRequest, GroupPolicy, Instance, InstanceKind, InstanceStatus, InstanceUsage,
-    PlacementGroup, PlacementStrategy, RestartPolicy, RunState,
+    InstanceVm, MAX_USER_DATA_BYTES, PlacementGroup, PlacementStrategy, RestartPolicy, RunState,
 };
 pub use network::{
     AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest, CreateVpcRequest,

@@ -350,6 +350,8 @@ impl LaunchArgs {
     pub fn to_request(&self) -> CreateInstanceRequest {
         let env: BTreeMap<String, String> = self.env.iter().cloned().collect();
         CreateInstanceRequest {
+            disk_gb: None,
+            user_data: None,
             name: self.name.clone(),
             kind: self.kind,
             image: self.image.clone(),

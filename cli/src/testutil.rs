@@ -34,6 +34,7 @@ pub fn instance(name: &str, status: InstanceStatus, age_s: i64) -> Instance {
         mac: None,
         security_groups: Vec::new(),
         volumes: Vec::new(),
+        vm: None,
         desired_state: RunState::Running,
         status,
         status_reason: None,

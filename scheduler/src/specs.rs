@@ -48,6 +48,19 @@ pub fn base_spec(r: &InstanceRecord) -> pb::InstanceSpec {
             }),
             _ => None,
         },
+        vm: r.vm_spec.as_ref().map(|v| pb::VmSpec {
+            image: Some(pb::VmImage {
+                image_id: v.image_id.to_string(),
+                path: v.path.clone(),
+                format: v.format.clone(),
+                kernel: v.kernel.clone().unwrap_or_default(),
+                initrd: v.initrd.clone().unwrap_or_default(),
+                cmdline: v.cmdline.clone().unwrap_or_default(),
+            }),
+            disk_gb: v.disk_gb,
+            user_data: v.user_data.clone(),
+            hostname: r.name.clone(),
+        }),
     }
 }
 

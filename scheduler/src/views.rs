@@ -63,6 +63,26 @@ pub fn instance(
         mac: r.mac,
         security_groups: groups.into_iter().map(Into::into).collect(),
         volumes: mounts,
+        vm: r.vm_spec.map(|v| cloud_api::InstanceVm {
+            image_id: v.0.image_id.into(),
+            image_name: v.0.image_name.clone(),
+            disk_gb: v.0.disk_gb,
+            user_data: !v.0.user_data.is_empty(),
+        }),
+    })
+}
+
+pub fn image(r: crate::store::ImageRecord) -> Result<cloud_api::Image> {
+    Ok(cloud_api::Image {
+        id: r.id.into(),
+        format: cloud_api::ImageFormat::parse(&r.format)
+            .ok_or_else(|| corrupt("image format", &r.format))?,
+        name: r.name,
+        path: r.path,
+        kernel: r.kernel,
+        initrd: r.initrd,
+        cmdline: r.cmdline,
+        created_at: r.created_at,
     })
 }
 

@@ -346,6 +346,8 @@ impl Cluster {
 /// A create request for `local/busybox:latest`.
 pub fn busybox(name: &str, command: &[&str]) -> cloud_api::CreateInstanceRequest {
     cloud_api::CreateInstanceRequest {
+        disk_gb: None,
+        user_data: None,
         name: Some(name.to_string()),
         kind: cloud_api::InstanceKind::Container,
         image: "local/busybox:latest".into(),

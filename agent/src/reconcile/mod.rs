@@ -14,6 +14,9 @@ mod state;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod vm_tests;
+mod vms;
+#[cfg(test)]
 mod volume_tests;
 mod volumes;
 
@@ -67,6 +70,9 @@ pub struct ReconcilerConfig {
     /// How often the VPC data plane is re-checked even when nothing changed: VPCs re-synced
     /// (missing FDB entries, routes, rules restored) and ports that vanished re-plugged.
     pub network_resync: Duration,
+    /// How long a VM's guest gets to power off after the ACPI request before its domain is
+    /// destroyed.
+    pub vm_shutdown_timeout: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -78,6 +84,7 @@ impl Default for ReconcilerConfig {
             stop_grace: Duration::from_secs(10),
             concurrency: 8,
             network_resync: Duration::from_secs(30),
+            vm_shutdown_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -103,6 +110,7 @@ pub struct Reconciler {
     last_error: Option<String>,
     net: net::NetState,
     volumes: volumes::VolState,
+    vms: vms::VmHalf,
 }
 
 impl Reconciler {
@@ -129,6 +137,7 @@ impl Reconciler {
             last_error: None,
             net: net::NetState::new(None, resync),
             volumes: volumes::VolState::new(None, retry_after),
+            vms: vms::VmHalf::new(None, None, retry_after, Duration::from_secs(60)),
         })
     }
 
@@ -143,6 +152,22 @@ impl Reconciler {
     /// clear reason).
     pub fn with_volumes(mut self, backend: Arc<dyn crate::storage::VolumeBackend>) -> Self {
         self.volumes = volumes::VolState::new(Some(backend), self.config.retry_after_failure);
+        self
+    }
+
+    /// Gives the reconciler this node's hypervisor and VM directory (without them, VM
+    /// instances fail with a clear reason).
+    pub fn with_vms(
+        mut self,
+        hypervisor: Arc<dyn crate::vm::Hypervisor>,
+        files: crate::vm::VmFiles,
+    ) -> Self {
+        self.vms = vms::VmHalf::new(
+            Some(hypervisor),
+            Some(files),
+            self.config.retry_after_failure,
+            self.config.vm_shutdown_timeout,
+        );
         self
     }
 
@@ -251,6 +276,10 @@ impl Reconciler {
         }
         let in_use: BTreeSet<&str> = users.keys().copied().collect();
         self.volumes.converge(&desired, &in_use).await;
+        self.vms.converge(&desired, &mut self.acted).await;
+        if let Err(e) = self.acted.flush().await {
+            tracing::error!(error = %e, "cannot write the reconciler state file");
+        }
         self.refresh_exit_notes(&actual).await;
         let notes: HashMap<&str, &str> = self
             .exit_notes
@@ -260,6 +289,7 @@ impl Reconciler {
         let mut observed = observe::observe(&desired, &actual, &self.failures, &notes);
         self.net.amend(&desired, &mut observed);
         self.volumes.amend(&mut observed);
+        self.vms.amend(&mut observed);
         for v in &mut observed.volumes {
             if let Some(inst) = users.get(v.volume_id.as_str()) {
                 v.instance_id = (*inst).to_owned();

@@ -25,6 +25,7 @@ pub(super) fn spec(id: &str, desired: RunState, cg: u64) -> InstanceSpec {
         change_generation: cg,
         mounts: Vec::new(),
         network: None,
+        vm: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod error;
 mod extract;
+mod images;
 mod instances;
 mod middleware;
 mod network;
@@ -72,6 +73,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/volumes/{id}/resize", post(volumes::resize))
         .route("/volumes/{id}/attach", post(volumes::attach))
         .route("/volumes/{id}/detach", post(volumes::detach))
+        .route("/images", get(images::list).post(images::create))
+        .route("/images/{id}", get(images::get).delete(images::delete))
         .route("/snapshots", get(snapshots::list).post(snapshots::create))
         .route(
             "/snapshots/{id}",

@@ -54,6 +54,7 @@ impl App {
         req: CreateInstanceRequest,
     ) -> Result<InstanceRecord> {
         validate::create_instance(&req)?;
+        let vm = self.vm_spec(caller, &req).await?;
         let port = self.port_request(caller, &req).await?;
         let (volumes, required_node) = self.volume_mounts(caller, &req.volumes).await?;
         let mut node_selector = req.node_selector;
@@ -92,6 +93,7 @@ impl App {
             security_groups: port.security_groups,
             volumes,
             required_node,
+            vm,
         };
         let placed = self.planner.create(new.clone()).await?;
         tracing::debug!(instance = %id, %name, node = %placed.node, "instance placed");
@@ -309,6 +311,7 @@ fn record_of(new: NewInstance, placed: &crate::planner::Placed) -> InstanceRecor
         subnet_id: new.subnet_id,
         private_ip: placed.private_ip.clone().or(new.private_ip),
         mac: placed.mac.clone().or(new.mac),
+        vm_spec: new.vm.map(sqlx::types::Json),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Business rules, in one place: handlers (HTTP, gRPC) parse and call these; these call the
 //! store and the session registry.
 
+pub mod images;
 pub mod instances;
 pub mod netcheck;
 pub mod network;

@@ -41,7 +41,7 @@ macro_rules! select_instances {
             "i.memory_mb, i.restart_policy, i.desired_state, i.status, i.status_reason, i.node_id, ",
             "n.name AS node_name, i.change_generation, i.runtime_id, i.started_at, i.exit_code, ",
             "i.node_selector, i.placement_group, i.placement_policy, i.placement_strategy, ",
-            "i.created_at, i.updated_at, i.subnet_id, i.private_ip, i.mac ",
+            "i.created_at, i.updated_at, i.subnet_id, i.private_ip, i.mac, i.vm_spec ",
             $extra,
             " FROM instances i LEFT JOIN nodes n ON n.id = i.node_id ",
             $tail
@@ -80,6 +80,8 @@ pub struct InstanceRecord {
     pub subnet_id: Option<Uuid>,
     pub private_ip: Option<String>,
     pub mac: Option<String>,
+    /// kind "vm": image, root disk and cloud-init data.
+    pub vm_spec: Option<Json<super::VmSpecRecord>>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +109,8 @@ pub struct NewInstance {
     /// Volumes to mount (volume, path); they pin the instance to their node.
     pub volumes: Vec<(Uuid, String)>,
     pub required_node: Option<NodeId>,
+    /// kind "vm": image, root disk and cloud-init data.
+    pub vm: Option<super::VmSpecRecord>,
 }
 
 /// The changing part of an instance: what sessions need to diff observations and build

@@ -7,6 +7,7 @@
 
 mod auth;
 mod batch;
+mod images;
 mod instances;
 mod network;
 pub(crate) mod network_desired;
@@ -17,6 +18,7 @@ mod volumes;
 
 pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
 pub use batch::{DeletionConfirm, ObservationWrite};
+pub use images::{ImageRecord, VmSpecRecord};
 pub use instances::{DeleteOutcome, InstanceRecord, InstanceState, InstanceUpdate, NewInstance};
 pub use network::{NewRule, RuleRecord, SecurityGroupRecord, SubnetRecord, VpcRecord};
 pub use network_desired::NodeNetwork;

@@ -85,15 +85,15 @@ macro_rules! insert_rows_sql {
     () => {
         "INSERT INTO instances (id, project_id, name, kind, image, command, env, cpu_millis, memory_mb, \
          restart_policy, node_id, change_generation, node_selector, placement_group, placement_policy, \
-         placement_strategy, created_at, updated_at, subnet_id, private_ip, mac, desired_state, status) VALUES "
+         placement_strategy, created_at, updated_at, subnet_id, private_ip, mac, vm_spec, desired_state, status) VALUES "
     };
 }
 
 fn insert_sql(rows: usize, pg: bool) -> String {
-    // 21 values a row: 20 columns, updated_at (= created_at) bound twice, so every
+    // 22 values a row: 21 columns, updated_at (= created_at) bound twice, so every
     // placeholder is used once, in order (SQLite's anonymous `?` needs that).
     let mut sql = String::from(insert_rows_sql!());
-    sql.push_str(&super::batch::values(rows, 21, pg).replace(')', ", 'running', 'scheduled')"));
+    sql.push_str(&super::batch::values(rows, 22, pg).replace(')', ", 'running', 'scheduled')"));
     sql
 }
 
@@ -292,7 +292,8 @@ impl Store {
                         .bind(new.created_at)
                         .bind(new.subnet_id)
                         .bind(new.private_ip.clone())
-                        .bind(new.mac.clone());
+                        .bind(new.mac.clone())
+                        .bind(new.vm.clone().map(Json));
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -356,9 +357,9 @@ mod tests {
     #[test]
     fn insert_sql_numbers_every_placeholder_once() {
         let sql = insert_sql(2, true);
-        assert!(sql.contains("($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21, 'running', 'scheduled')"), "{sql}");
-        assert!(sql.ends_with("$41,$42, 'running', 'scheduled')"), "{sql}");
+        assert!(sql.contains("($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22, 'running', 'scheduled')"), "{sql}");
+        assert!(sql.ends_with("$43,$44, 'running', 'scheduled')"), "{sql}");
         let lite = insert_sql(1, false);
-        assert_eq!(lite.matches('?').count(), 21, "{lite}");
+        assert_eq!(lite.matches('?').count(), 22, "{lite}");
     }
 }

@@ -128,6 +128,7 @@ fn new_instance(project: ProjectId, name: &str, cpu: u64, mem: u64) -> NewInstan
         security_groups: Vec::new(),
         volumes: Vec::new(),
         required_node: None,
+        vm: None,
     }
 }
 

@@ -338,6 +338,8 @@ async fn run(args: &Args, bin: &Path, store: &str) -> anyhow::Result<Figures> {
         let client = client.clone();
         tasks.spawn(async move {
             let req = CreateInstanceRequest {
+                disk_gb: None,
+                user_data: None,
                 name: Some(format!("b{i}")),
                 kind: InstanceKind::Container,
                 image: "local/busybox:latest".into(),

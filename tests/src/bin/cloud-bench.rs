@@ -132,6 +132,8 @@ async fn once_api(
     subnet: Option<cloud_api::SubnetId>,
 ) -> anyhow::Result<Duration> {
     let req = CreateInstanceRequest {
+        disk_gb: None,
+        user_data: None,
         name: Some(name.to_string()),
         kind: InstanceKind::Container,
         image: image.to_string(),
@@ -314,6 +316,8 @@ async fn volume(
     wait_volume(&client, "bench-vol-io", cloud_api::VolumeStatus::Available).await?;
     let inst = client
         .instance_create(&CreateInstanceRequest {
+            disk_gb: None,
+            user_data: None,
             name: Some("bench-io".into()),
             kind: InstanceKind::Container,
             image: "local/busybox:latest".into(),

@@ -1,0 +1,374 @@
+//! The VM half of a reconcile pass: instances of kind `vm` as libvirt domains. Creates what is
+//! missing (root-disk overlay, cloud-init seed, domain definition, start), stops domains whose
+//! instance should be stopped (ACPI power button, then destroy after `vm_shutdown_timeout`),
+//! starts them again once per change generation (or by their restart policy), and removes
+//! domains (and their files) no instance wants. Running domains of a restarted agent are
+//! re-adopted untouched: everything is found again from libvirt and the VM directory.
+
+use super::state::ActedStore;
+use crate::model::{
+    DesiredState, InstanceObservation, InstanceSpec, InstanceState, ObservedState, RestartPolicy,
+    RunState,
+};
+use crate::vm::files::{Seed, VmFiles};
+use crate::vm::xml::{DomainParams, domain_xml};
+use crate::vm::{DomainInfo, DomainState, Hypervisor, domain_name, instance_of};
+use rand::Rng;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Reason of every VM on a node without a hypervisor.
+const NO_HYPERVISOR: &str = "this node has no hypervisor (libvirt): VMs cannot run here; start the agent with --libvirt-uri";
+
+pub(super) struct VmHalf {
+    hv: Option<Arc<dyn Hypervisor>>,
+    files: Option<VmFiles>,
+    retry_after: Duration,
+    shutdown_timeout: Duration,
+    /// Instance → (change generation, when, why) of its last failed action.
+    failures: HashMap<String, (u64, Instant, String)>,
+    /// Instance → when the guest was asked to power off.
+    stopping: HashMap<String, Instant>,
+    /// Instances whose domain this process has seen (a vanished one is then noticed).
+    seen: HashSet<String>,
+    observed: Vec<InstanceObservation>,
+}
+
+fn is_vm(spec: &InstanceSpec) -> bool {
+    spec.kind == "vm"
+}
+
+/// A random 8-character VNC password (VNC's limit).
+fn vnc_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+impl VmHalf {
+    pub(super) fn new(
+        hv: Option<Arc<dyn Hypervisor>>,
+        files: Option<VmFiles>,
+        retry_after: Duration,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        Self {
+            hv,
+            files,
+            retry_after,
+            shutdown_timeout,
+            failures: HashMap::new(),
+            stopping: HashMap::new(),
+            seen: HashSet::new(),
+            observed: Vec::new(),
+        }
+    }
+
+    fn throttled(&self, spec: &InstanceSpec, now: Instant) -> bool {
+        self.failures
+            .get(&spec.instance_id)
+            .is_some_and(|(cg, at, _)| {
+                *cg >= spec.change_generation
+                    && now.saturating_duration_since(*at) < self.retry_after
+            })
+    }
+
+    fn fail(&mut self, spec: &InstanceSpec, reason: String) {
+        tracing::warn!(instance_id = %spec.instance_id, reason = %reason, "VM action failed");
+        self.failures.insert(
+            spec.instance_id.clone(),
+            (spec.change_generation, Instant::now(), reason),
+        );
+    }
+
+    pub(super) async fn converge(&mut self, desired: &DesiredState, acted: &mut ActedStore) {
+        let specs: Vec<&InstanceSpec> = desired.instances.iter().filter(|s| is_vm(s)).collect();
+        let wanted: HashSet<&str> = specs.iter().map(|s| s.instance_id.as_str()).collect();
+        self.failures.retain(|id, _| wanted.contains(id.as_str()));
+        self.stopping.retain(|id, _| wanted.contains(id.as_str()));
+        let (Some(hv), Some(files)) = (self.hv.clone(), self.files.clone()) else {
+            self.observed = specs
+                .iter()
+                .map(|s| {
+                    InstanceObservation::new(&s.instance_id, InstanceState::Failed, NO_HYPERVISOR)
+                })
+                .collect();
+            return;
+        };
+        let domains = match hv.list().await {
+            Ok(d) => d,
+            Err(e) => {
+                let reason = format!("cannot list libvirt domains: {e}");
+                self.observed = specs
+                    .iter()
+                    .map(|s| {
+                        InstanceObservation::new(
+                            &s.instance_id,
+                            InstanceState::Failed,
+                            reason.clone(),
+                        )
+                    })
+                    .collect();
+                return;
+            }
+        };
+        let by_instance: BTreeMap<&str, &DomainInfo> = domains
+            .iter()
+            .filter_map(|d| Some((instance_of(&d.name)?, d)))
+            .collect();
+        let now = Instant::now();
+        let mut changed = false;
+        for spec in &specs {
+            let id = spec.instance_id.as_str();
+            let dom = by_instance.get(id).copied();
+            if dom.is_some() {
+                self.seen.insert(id.to_owned());
+            }
+            if self.throttled(spec, now) {
+                continue;
+            }
+            let new_ask = spec.change_generation > acted.get(id);
+            let result = match (spec.desired, dom.map(|d| d.state)) {
+                (RunState::Running, None) => {
+                    if self.seen.contains(id)
+                        && spec.restart_policy == RestartPolicy::Never
+                        && !new_ask
+                    {
+                        // It vanished behind our back; `never` means it is not brought back.
+                        self.failures.insert(
+                            id.to_owned(),
+                            (
+                                spec.change_generation,
+                                now,
+                                "its libvirt domain vanished".into(),
+                            ),
+                        );
+                        continue;
+                    }
+                    changed = true;
+                    acted.mark(id, spec.change_generation);
+                    self.create(hv.as_ref(), &files, spec).await
+                }
+                (RunState::Running, Some(DomainState::ShutOff | DomainState::Crashed)) => {
+                    let crashed = dom.is_some_and(|d| d.state == DomainState::Crashed);
+                    let by_policy = match spec.restart_policy {
+                        RestartPolicy::Always => true,
+                        RestartPolicy::OnFailure => crashed,
+                        RestartPolicy::Never => false,
+                    };
+                    if !(new_ask || by_policy) {
+                        continue;
+                    }
+                    changed = true;
+                    acted.mark(id, spec.change_generation);
+                    tracing::info!(instance_id = %id, "starting VM");
+                    hv.start(&domain_name(id)).await.map_err(|e| e.to_string())
+                }
+                (
+                    RunState::Stopped,
+                    Some(DomainState::Running | DomainState::Paused | DomainState::ShuttingDown),
+                ) => {
+                    changed = true;
+                    acted.mark(id, spec.change_generation);
+                    let name = domain_name(id);
+                    match self.stopping.get(id) {
+                        None => {
+                            tracing::info!(instance_id = %id, "asking the VM's guest to power off (ACPI)");
+                            self.stopping.insert(id.to_owned(), now);
+                            hv.shutdown(&name).await.map_err(|e| e.to_string())
+                        }
+                        Some(at) if now.saturating_duration_since(*at) >= self.shutdown_timeout => {
+                            tracing::info!(instance_id = %id, timeout_s = self.shutdown_timeout.as_secs(), "the guest did not power off in time; destroying the domain");
+                            hv.destroy(&name).await.map_err(|e| e.to_string())
+                        }
+                        Some(_) => Ok(()),
+                    }
+                }
+                _ => {
+                    if dom.is_some_and(|d| d.state == DomainState::ShutOff) {
+                        self.stopping.remove(id);
+                    }
+                    continue;
+                }
+            };
+            if let Err(reason) = result {
+                self.fail(spec, reason);
+            } else {
+                self.seen.insert(id.to_owned());
+                if spec.desired == RunState::Running {
+                    self.failures.remove(id);
+                }
+            }
+        }
+        // Domains (and files) no instance wants.
+        for d in &domains {
+            let Some(id) = instance_of(&d.name) else {
+                continue;
+            };
+            if wanted.contains(id) {
+                continue;
+            }
+            changed = true;
+            tracing::info!(instance_id = %id, domain = %d.name, "removing VM that is not desired");
+            let r = async {
+                hv.destroy(&d.name).await?;
+                hv.undefine(&d.name).await?;
+                files.remove(id).await
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(instance_id = %id, error = %e, "cannot remove VM; will retry");
+            } else {
+                self.seen.remove(id);
+                acted.forget(id);
+            }
+        }
+        for id in files.instances().await {
+            if !wanted.contains(id.as_str()) && !by_instance.contains_key(id.as_str()) {
+                if let Err(e) = files.remove(&id).await {
+                    tracing::warn!(instance_id = %id, error = %e, "cannot remove leftover VM files");
+                }
+            }
+        }
+        let after = if changed {
+            hv.list().await.unwrap_or(domains)
+        } else {
+            domains
+        };
+        self.observed = self.observe(&specs, &after);
+    }
+
+    /// Files, definition, start. Whatever fails leaves nothing defined.
+    async fn create(
+        &self,
+        hv: &dyn Hypervisor,
+        files: &VmFiles,
+        spec: &InstanceSpec,
+    ) -> Result<(), String> {
+        let id = spec.instance_id.as_str();
+        let vm = spec
+            .vm
+            .as_ref()
+            .ok_or_else(|| "the scheduler sent no VM image for this instance".to_owned())?;
+        tracing::info!(instance_id = %id, image = %vm.image.image_id, disk_gb = vm.disk_gb, "creating VM");
+        let seed = Seed {
+            instance_id: id.to_owned(),
+            hostname: if vm.hostname.is_empty() {
+                spec.name.clone()
+            } else {
+                vm.hostname.clone()
+            },
+            user_data: vm.user_data.clone(),
+            network_config: "version: 2\n".into(),
+        };
+        let paths = files
+            .prepare(&vm.image, vm.disk_gb.max(1), &seed)
+            .await
+            .map_err(|e| e.to_string())?;
+        let kernel = (!vm.image.kernel.is_empty()).then(|| {
+            (
+                vm.image.kernel.clone().into(),
+                (!vm.image.initrd.is_empty()).then(|| vm.image.initrd.clone().into()),
+                vm.image.cmdline.clone(),
+            )
+        });
+        let xml = domain_xml(&DomainParams {
+            name: domain_name(id),
+            instance_id: id.to_owned(),
+            virt_type: hv.virt_type(),
+            vcpus: u32::try_from(spec.cpu_millis.div_ceil(1000).max(1)).unwrap_or(1),
+            memory_mib: spec.memory_mb.max(64),
+            machine: "pc".into(),
+            root_disk: paths.root_disk,
+            seed_iso: Some(paths.seed_iso),
+            volumes: Vec::new(),
+            kernel,
+            serial_log: paths.serial_log,
+            vnc_password: vnc_password(),
+        });
+        let name = domain_name(id);
+        hv.define(&xml).await.map_err(|e| e.to_string())?;
+        if let Err(e) = hv.start(&name).await {
+            let _ = hv.undefine(&name).await;
+            return Err(format!("starting the domain: {e}"));
+        }
+        Ok(())
+    }
+
+    fn observe(&self, specs: &[&InstanceSpec], domains: &[DomainInfo]) -> Vec<InstanceObservation> {
+        let by_instance: BTreeMap<&str, &DomainInfo> = domains
+            .iter()
+            .filter_map(|d| Some((instance_of(&d.name)?, d)))
+            .collect();
+        let mut out: Vec<InstanceObservation> = specs
+            .iter()
+            .map(|spec| {
+                let id = spec.instance_id.as_str();
+                let failure = self.failures.get(id).map(|(_, _, r)| r.clone());
+                let (state, reason) = match (by_instance.get(id).map(|d| d.state), spec.desired) {
+                    (Some(DomainState::Running), RunState::Running) => {
+                        (InstanceState::Running, String::new())
+                    }
+                    (
+                        Some(
+                            DomainState::Running | DomainState::ShuttingDown | DomainState::Paused,
+                        ),
+                        RunState::Stopped,
+                    ) => (InstanceState::Stopping, "the guest is powering off".into()),
+                    (Some(DomainState::Paused), RunState::Running) => {
+                        (InstanceState::Starting, "the domain is paused".into())
+                    }
+                    (Some(DomainState::ShuttingDown), RunState::Running) => {
+                        (InstanceState::Stopping, "the guest is powering off".into())
+                    }
+                    (Some(DomainState::Crashed), _) => (
+                        InstanceState::Failed,
+                        failure.unwrap_or_else(|| "the guest crashed".into()),
+                    ),
+                    (Some(_), RunState::Stopped) | (None, RunState::Stopped) => {
+                        (InstanceState::Stopped, String::new())
+                    }
+                    (Some(_), RunState::Running) => match failure {
+                        Some(r) => (InstanceState::Failed, r),
+                        None => (InstanceState::Stopped, "the guest powered off".into()),
+                    },
+                    (None, RunState::Running) => match failure {
+                        Some(r) => (InstanceState::Failed, r),
+                        None => (InstanceState::Starting, "creating the VM".into()),
+                    },
+                };
+                let mut o = InstanceObservation::new(id, state, reason);
+                if let Some(d) = by_instance.get(id) {
+                    o.runtime_id = d.uuid.clone();
+                }
+                o
+            })
+            .collect();
+        out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        out
+    }
+
+    /// Replaces the observations of VM instances (the container half reports them as
+    /// unsupported) with the VM half's.
+    pub(super) fn amend(&self, observed: &mut ObservedState) {
+        if self.observed.is_empty() {
+            return;
+        }
+        let ours: HashSet<&str> = self
+            .observed
+            .iter()
+            .map(|o| o.instance_id.as_str())
+            .collect();
+        observed
+            .instances
+            .retain(|o| !ours.contains(o.instance_id.as_str()));
+        observed.instances.extend(self.observed.iter().cloned());
+        observed
+            .instances
+            .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    }
+}
