@@ -20,6 +20,7 @@ source "$SCRIPT_DIR/lib.sh"
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config postgresql iproute2
   ca-certificates gcc libc6-dev iputils-ping iperf3 lvm2 e2fsprogs)
+THECLOUD_TEST_GUEST_DIR=${THECLOUD_TEST_GUEST_DIR:-/var/lib/libvirt/images/thecloud-test}
 PG_ROLE=thecloud
 PG_PASSWORD=thecloud
 PG_DB=thecloud
@@ -156,6 +157,11 @@ setup() {
   fi
   phase_end ok
 
+  phase_begin "Setup: libvirtd + QEMU, and the tiny test guest"
+  ensure_libvirt
+  "$REPO_ROOT/tests/guest/build.sh" "$THECLOUD_TEST_GUEST_DIR"
+  phase_end ok
+
   phase_begin "Setup: Rust tools (rustfmt, clippy, cargo-nextest)"
   ensure_rust_tools
   phase_end ok
@@ -169,13 +175,13 @@ ensure_cargo_on_path
 print_header
 setup
 
-# Tests fail instead of skipping when Docker, PostgreSQL, network namespaces or the storage
-# tools (loop devices, mkfs, LVM metadata) are unavailable.
+# Tests fail instead of skipping when Docker, PostgreSQL, network namespaces, the storage
+# tools (loop devices, mkfs, LVM metadata) or libvirt/QEMU are unavailable.
 export THECLOUD_TEST_DATABASE_URL THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 \
-  THECLOUD_REQUIRE_NETNS=1 THECLOUD_REQUIRE_STORAGE=1
+  THECLOUD_REQUIRE_NETNS=1 THECLOUD_REQUIRE_STORAGE=1 THECLOUD_REQUIRE_LIBVIRT=1 THECLOUD_TEST_GUEST_DIR
 print_versions
 info "THECLOUD_TEST_DATABASE_URL=$THECLOUD_TEST_DATABASE_URL"
-info "THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 THECLOUD_REQUIRE_NETNS=1 THECLOUD_REQUIRE_STORAGE=1"
+info "THECLOUD_REQUIRE_DOCKER=1 THECLOUD_REQUIRE_POSTGRES=1 THECLOUD_REQUIRE_NETNS=1 THECLOUD_REQUIRE_STORAGE=1 THECLOUD_REQUIRE_LIBVIRT=1"
 
 # cargo nextest, with its output also kept (when not on a terminal, as in CI) so that the
 # summary can end with nextest's own closing line.

@@ -1,5 +1,5 @@
-//! Answers `StreamRequest{kind: LOGS}`: a container's stdout+stderr as `LogChunk`s of at most
-//! 64 KiB, then an EOF chunk. Follow streams run until cancelled or the session ends, and are
+//! Answers `StreamRequest{kind: LOGS}`: a container's stdout+stderr, or a VM's serial console
+//! log, as `LogChunk`s of at most 64 KiB, then an EOF chunk. Follow streams run until cancelled or the session ends, and are
 //! dropped with an error when the session's outgoing buffer stays full (bounded memory).
 
 use crate::runtime::{ContainerRuntime, LogOptions, RuntimeError, labels};
@@ -29,6 +29,8 @@ pub enum LogsError {
     Overflow,
     #[error("session closed")]
     SessionClosed,
+    #[error("serial log: {0}")]
+    Serial(std::io::Error),
 }
 
 /// One log request.
@@ -90,8 +92,61 @@ async fn flush(
     Ok(())
 }
 
+/// Largest part of a serial log sent (its end).
+const MAX_SERIAL_BYTES: u64 = 4 << 20;
+
+/// The last `tail` lines (all when 0) of a VM's serial log, then, when following, what the
+/// guest writes next (the file is polled).
+async fn serial(
+    path: &std::path::Path,
+    req: &LogRequest,
+    out: &mpsc::Sender<AgentMessage>,
+) -> Result<(), LogsError> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let io = LogsError::Serial;
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let len = file.metadata().await.map_err(io)?.len();
+    let start = len.saturating_sub(MAX_SERIAL_BYTES);
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(io)?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).await.map_err(io)?;
+    let mut from = 0;
+    if req.tail > 0 {
+        let body = data.strip_suffix(b"\n").unwrap_or(&data);
+        let mut seen = 0u32;
+        for (i, b) in body.iter().enumerate().rev() {
+            if *b == b'\n' {
+                seen += 1;
+                if seen == req.tail {
+                    from = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+    let mut buf = BytesMut::from(&data[from..]);
+    flush(out, req, &mut buf).await?;
+    if !req.follow {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut more = Vec::new();
+        file.read_to_end(&mut more).await.map_err(io)?;
+        if !more.is_empty() {
+            let mut buf = BytesMut::from(&more[..]);
+            flush(out, req, &mut buf).await?;
+        } else if out.is_closed() {
+            return Err(LogsError::SessionClosed);
+        }
+    }
+}
+
 async fn stream(
     runtime: &dyn ContainerRuntime,
+    vm_files: Option<&crate::vm::VmFiles>,
     node_id: &str,
     req: &LogRequest,
     out: &mpsc::Sender<AgentMessage>,
@@ -100,12 +155,22 @@ async fn stream(
         (labels::NODE_ID.to_owned(), node_id.to_owned()),
         (labels::INSTANCE_ID.to_owned(), req.instance_id.clone()),
     ]);
-    let container = runtime
+    let Some(container) = runtime
         .list(&filter)
         .await?
         .into_iter()
         .find(|c| c.label(labels::NODE_ID) == Some(node_id))
-        .ok_or_else(|| LogsError::NotOnNode(req.instance_id.clone()))?;
+    else {
+        // Not a container: a VM's serial console, if this node has it.
+        if let Some(log) = vm_files
+            .and_then(|f| f.paths(&req.instance_id).ok())
+            .map(|p| p.serial_log)
+            .filter(|p| p.is_file())
+        {
+            return serial(&log, req, out).await;
+        }
+        return Err(LogsError::NotOnNode(req.instance_id.clone()));
+    };
     let options = LogOptions {
         tail: req.tail,
         follow: req.follow,
@@ -137,12 +202,13 @@ async fn stream(
 /// failure) unless the session is gone.
 pub async fn serve(
     runtime: Arc<dyn ContainerRuntime>,
+    vm_files: Option<crate::vm::VmFiles>,
     node_id: String,
     req: LogRequest,
     out: mpsc::Sender<AgentMessage>,
 ) {
     tracing::debug!(request_id = req.request_id, instance_id = %req.instance_id, tail = req.tail, follow = req.follow, "log stream started");
-    let result = stream(runtime.as_ref(), &node_id, &req, &out).await;
+    let result = stream(runtime.as_ref(), vm_files.as_ref(), &node_id, &req, &out).await;
     let error = match result {
         Ok(()) => String::new(),
         Err(LogsError::SessionClosed) => return,
@@ -186,6 +252,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_vm_answers_with_the_tail_of_its_serial_log() {
+        let rt = Arc::new(FakeRuntime::new());
+        let dir = tempfile::tempdir().unwrap();
+        let files = crate::vm::VmFiles::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("vm1")).unwrap();
+        std::fs::write(
+            files.paths("vm1").unwrap().serial_log,
+            b"boot\nline 2\nTHECLOUD-GUEST-READY\n",
+        )
+        .unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let req = LogRequest {
+            request_id: 3,
+            instance_id: "vm1".into(),
+            tail: 2,
+            follow: false,
+        };
+        serve(
+            rt.clone(),
+            Some(files.clone()),
+            "n1".into(),
+            req.clone(),
+            tx.clone(),
+        )
+        .await;
+        let got = chunks(&mut rx);
+        let text: Vec<u8> = got.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(text, b"line 2\nTHECLOUD-GUEST-READY\n");
+        assert!(got.last().unwrap().eof && got.last().unwrap().error.is_empty());
+        // An instance with neither a container nor a serial log is not on this node.
+        let other = LogRequest {
+            instance_id: "vm2".into(),
+            ..req
+        };
+        serve(rt, Some(files), "n1".into(), other, tx).await;
+        let got = chunks(&mut rx);
+        assert!(got.last().unwrap().error.contains("not on this node"));
+    }
+
+    #[tokio::test]
     async fn sends_tail_in_bounded_chunks_then_eof() {
         let rt = Arc::new(FakeRuntime::new());
         planted(&rt, "n1", "i1");
@@ -200,7 +306,7 @@ mod tests {
             tail: 0,
             follow: false,
         };
-        serve(rt.clone(), "n1".into(), req, tx).await;
+        serve(rt.clone(), None, "n1".into(), req, tx).await;
         let got = chunks(&mut rx);
         let (last, data) = got.split_last().unwrap();
         assert!(last.eof && last.error.is_empty());
@@ -219,7 +325,7 @@ mod tests {
             tail: 1,
             follow: false,
         };
-        serve(rt, "n1".into(), req, tx).await;
+        serve(rt, None, "n1".into(), req, tx).await;
         let got = chunks(&mut rx);
         assert_eq!(got[0].data, b"last\n");
     }
@@ -235,7 +341,7 @@ mod tests {
             tail: 0,
             follow: false,
         };
-        serve(rt, "n1".into(), req, tx).await;
+        serve(rt, None, "n1".into(), req, tx).await;
         let got = chunks(&mut rx);
         assert_eq!(got.len(), 1);
         assert!(got[0].eof);
@@ -254,7 +360,7 @@ mod tests {
             tail: 0,
             follow: true,
         };
-        let task = tokio::spawn(serve(rt.clone(), "n1".into(), req, tx));
+        let task = tokio::spawn(serve(rt.clone(), None, "n1".into(), req, tx));
         let first = rx.recv().await.unwrap();
         let Some(agent_message::Msg::LogChunk(c)) = first.msg else {
             panic!("not a log chunk")
@@ -281,7 +387,7 @@ mod tests {
             tail: 0,
             follow: true,
         };
-        let task = tokio::spawn(serve(rt.clone(), "n1".into(), req, tx));
+        let task = tokio::spawn(serve(rt.clone(), None, "n1".into(), req, tx));
         tokio::task::yield_now().await;
         for _ in 0..4 {
             rt.push_log("i4", b"line\n");

@@ -68,8 +68,8 @@ pub struct SessionContext {
     pub network: Option<NodeNetwork>,
     /// The volume backend, whose pool capacity goes into telemetry.
     pub volumes: Option<Arc<dyn crate::storage::VolumeBackend>>,
-    /// This node runs VMs (advertises the `libvirt` driver).
-    pub vms: bool,
+    /// This node runs VMs (advertises the `libvirt` driver); where their serial logs are.
+    pub vm_files: Option<crate::vm::VmFiles>,
 }
 
 impl SessionContext {
@@ -101,7 +101,7 @@ impl SessionContext {
             }
         };
         let mut drivers = drivers;
-        if self.vms {
+        if self.vm_files.is_some() {
             drivers.push("libvirt".to_owned());
         }
         Hello {
@@ -507,13 +507,14 @@ impl<'a> SessionState<'a> {
                     follow: r.follow,
                 };
                 let runtime = self.ctx.runtime.clone();
+                let vm_files = self.ctx.vm_files.clone();
                 let node_id = self.ctx.identity.node_id.clone();
                 let out = self.out.clone();
                 let request_id = req.request_id;
                 let handle = self
                     .tasks
                     .spawn(tracing::Instrument::in_current_span(async move {
-                        logs::serve(runtime, node_id, req, out).await;
+                        logs::serve(runtime, vm_files, node_id, req, out).await;
                         Some(request_id)
                     }));
                 self.streams.insert(request_id, handle);

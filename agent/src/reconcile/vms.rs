@@ -228,10 +228,11 @@ impl VmHalf {
             }
         }
         for id in files.instances().await {
-            if !wanted.contains(id.as_str()) && !by_instance.contains_key(id.as_str()) {
-                if let Err(e) = files.remove(&id).await {
-                    tracing::warn!(instance_id = %id, error = %e, "cannot remove leftover VM files");
-                }
+            if !wanted.contains(id.as_str())
+                && !by_instance.contains_key(id.as_str())
+                && let Err(e) = files.remove(&id).await
+            {
+                tracing::warn!(instance_id = %id, error = %e, "cannot remove leftover VM files");
             }
         }
         let after = if changed {

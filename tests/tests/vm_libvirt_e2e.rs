@@ -1,0 +1,256 @@
+//! VMs end to end on real libvirt/QEMU (`qemu:///system`, TCG): a tiny guest (Debian cloud
+//! kernel + busybox initramfs, built by tests/guest/build.sh) is launched through the API,
+//! prints its marker and the cloud-init user-data it read from the NoCloud seed on its serial
+//! console (read back through `GET /v1/instances/{id}/logs`), is stopped (ACPI, then destroy
+//! after the timeout, since the busybox guest ignores ACPI) and deleted, leaving no domain,
+//! disk or seed behind. Bad input is refused before anything reaches the node.
+//!
+//! Needs root, libvirtd and the test guest; skips with a reason otherwise, unless
+//! THECLOUD_REQUIRE_LIBVIRT=1 (CI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: fail fast with the message
+
+use cloud_api::{
+    ClientError, CreateImageRequest, CreateInstanceRequest, ImageFormat, InstanceKind,
+    InstanceStatus,
+};
+use cloud_tests::{Cluster, busybox, wait_for};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn guest_dir() -> PathBuf {
+    std::env::var("THECLOUD_TEST_GUEST_DIR")
+        .unwrap_or_else(|_| "/var/lib/libvirt/images/thecloud-test".into())
+        .into()
+}
+
+fn available() -> bool {
+    let dir = guest_dir();
+    let libvirtd = Command::new("virsh")
+        .args(["-c", "qemu:///system", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let guest = ["vmlinuz", "initrd.gz", "base.raw"]
+        .iter()
+        .all(|f| dir.join(f).is_file());
+    if libvirtd && guest {
+        return true;
+    }
+    let why = if libvirtd {
+        format!(
+            "the test guest is not in {} (run tests/guest/build.sh)",
+            dir.display()
+        )
+    } else {
+        "libvirtd is not answering on qemu:///system".to_string()
+    };
+    if std::env::var("THECLOUD_REQUIRE_LIBVIRT").as_deref() == Ok("1") {
+        panic!("THECLOUD_REQUIRE_LIBVIRT=1 but {why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+fn domains() -> String {
+    let o = Command::new("virsh")
+        .args(["-c", "qemu:///system", "list", "--all", "--name"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn status(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match r {
+        Err(e) => (e.status().unwrap_or(0), e.to_string()),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+/// Removes the test's domains and files, pass or fail.
+struct Cleanup(PathBuf, Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for d in &self.1 {
+            let name = format!("tc-vm-{d}");
+            let _ = Command::new("virsh")
+                .args(["-c", "qemu:///system", "destroy", &name])
+                .output();
+            let _ = Command::new("virsh")
+                .args(["-c", "qemu:///system", "undefine", &name])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
+    if !available() {
+        return;
+    }
+    let c = Cluster::start().await;
+    let vm_dir = guest_dir()
+        .parent()
+        .unwrap()
+        .join(format!("thecloud-e2e-{}", uuid::Uuid::now_v7().simple()));
+    let mut cleanup = Cleanup(vm_dir.clone(), Vec::new());
+    let hv = cloud_agent::vm::LibvirtHypervisor::connect(
+        "qemu:///system",
+        Some(cloud_agent::vm::VirtType::Qemu),
+    )
+    .await
+    .unwrap();
+    let vms = cloud_agent::NodeVms {
+        hypervisor: Arc::new(hv),
+        files: cloud_agent::vm::VmFiles::new(&vm_dir),
+    };
+    let _node = c
+        .fake_node_with("hv", |cfg| {
+            cfg.vms = Some(vms);
+            cfg.reconciler.vm_shutdown_timeout = Duration::from_secs(3);
+        })
+        .await;
+    let client = c.client();
+    let node = client.node_get("hv").await.unwrap();
+    assert!(
+        node.drivers.iter().any(|d| d == "libvirt"),
+        "{:?}",
+        node.drivers
+    );
+
+    let g = guest_dir();
+    client
+        .image_create(&CreateImageRequest {
+            name: "tiny".into(),
+            path: g.join("base.raw").display().to_string(),
+            format: ImageFormat::Raw,
+            kernel: Some(g.join("vmlinuz").display().to_string()),
+            initrd: Some(g.join("initrd.gz").display().to_string()),
+            cmdline: Some("console=ttyS0".into()),
+        })
+        .await
+        .unwrap();
+    let marker = format!("e2e-marker-{}", uuid::Uuid::now_v7().simple());
+    let vm = |name: &str| CreateInstanceRequest {
+        kind: InstanceKind::Vm,
+        image: "tiny".into(),
+        command: Vec::new(),
+        cpu_millis: 1000,
+        memory_mb: 256,
+        disk_gb: Some(1),
+        user_data: Some(format!(
+            "#cloud-config\nwrite_files: [{{path: /m, content: {marker}}}]\n"
+        )),
+        ..busybox(name, &[])
+    };
+
+    // Bad input: refused, nothing reaches the node.
+    for (req, code, says) in [
+        (
+            CreateInstanceRequest {
+                image: "ghost".into(),
+                ..vm("bad1")
+            },
+            422,
+            "image",
+        ),
+        (
+            CreateInstanceRequest {
+                user_data: Some("x".repeat(70_000)),
+                ..vm("bad2")
+            },
+            422,
+            "user_data",
+        ),
+        (
+            CreateInstanceRequest {
+                memory_mb: 64 * 1024,
+                ..vm("bad3")
+            },
+            409,
+            "memory",
+        ),
+        (
+            CreateInstanceRequest {
+                disk_gb: Some(0),
+                ..vm("bad4")
+            },
+            422,
+            "disk_gb",
+        ),
+        (
+            CreateInstanceRequest {
+                command: vec!["sh".into()],
+                ..vm("bad5")
+            },
+            422,
+            "command",
+        ),
+    ] {
+        let (s, m) = status(client.instance_create(&req).await);
+        assert_eq!(s, code, "{}: {m}", req.name.clone().unwrap());
+        assert!(m.contains(says), "{}: {m}", req.name.clone().unwrap());
+    }
+    assert!(client.instance_list().await.unwrap().is_empty());
+
+    // Launch: POST → running (domain started) → the guest's marker line.
+    let t0 = Instant::now();
+    let inst = client.instance_create(&vm("tiny-1")).await.unwrap();
+    cleanup.1.push(inst.id.to_string());
+    let running = c.wait_instance("tiny-1", InstanceStatus::Running).await;
+    let to_running = t0.elapsed();
+    assert!(
+        running
+            .vm
+            .as_ref()
+            .is_some_and(|v| v.image_name == "tiny" && v.user_data)
+    );
+    let logs = wait_for("guest ready", Duration::from_secs(120), || {
+        let client = client.clone();
+        async move {
+            let l = client.instance_logs("tiny-1", None).await.ok()?;
+            l.contains("THECLOUD-GUEST-READY").then_some(l)
+        }
+    })
+    .await;
+    let to_marker = t0.elapsed();
+    eprintln!(
+        "VM: POST -> running {:.2} s, -> guest marker {:.2} s",
+        to_running.as_secs_f64(),
+        to_marker.as_secs_f64()
+    );
+    assert!(logs.contains("THECLOUD-SEED-LABEL cidata"), "{logs}");
+    assert!(
+        logs.contains(&format!("THECLOUD-META-DATA: instance-id: {}", inst.id)),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!(
+            "THECLOUD-USER-DATA: write_files: [{{path: /m, content: {marker}}}]"
+        )),
+        "{logs}"
+    );
+    let tail = client.instance_logs("tiny-1", Some(1)).await.unwrap();
+    assert_eq!(tail.trim_end(), "THECLOUD-GUEST-READY");
+
+    // Stop: ACPI is ignored by this guest, so the domain is destroyed after 3 s.
+    client.instance_stop("tiny-1").await.unwrap();
+    c.wait_instance("tiny-1", InstanceStatus::Stopped).await;
+    assert!(
+        domains().contains(&format!("tc-vm-{}", inst.id)),
+        "defined while stopped"
+    );
+
+    // Delete: no domain, disk or seed left.
+    client.instance_delete("tiny-1").await.unwrap();
+    c.wait_instance_gone("tiny-1").await;
+    wait_for("domain and files gone", Duration::from_secs(30), || {
+        let dir = vm_dir.join(inst.id.to_string());
+        let name = format!("tc-vm-{}", inst.id);
+        async move { (!domains().contains(&name) && !dir.exists()).then_some(()) }
+    })
+    .await;
+}
