@@ -4,6 +4,7 @@
 // Test support: a failed setup step should stop the test at once with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod benchstats;
 pub mod storage_e2e;
 
 use cloud_api::Client;

@@ -12,6 +12,7 @@
 
 use clap::{Parser, Subcommand};
 use cloud_api::{Client, CreateInstanceRequest, InstanceKind, InstanceStatus, RestartPolicy};
+use cloud_tests::benchstats::{median, ms, summary};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -193,29 +194,6 @@ fn once_docker(docker: &str, image: &str) -> anyhow::Result<Duration> {
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     Command::new(docker).args(["rm", "-f", &id]).output()?;
     Ok(elapsed)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn median(v: &[Duration]) -> Duration {
-    let mut s = v.to_vec();
-    s.sort();
-    s[s.len() / 2]
-}
-
-fn summary(v: &mut [Duration]) -> String {
-    v.sort();
-    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "median {:.1} ms  p90 {:.1} ms  min {:.1} ms  max {:.1} ms  (n={})",
-        ms(median(v)),
-        ms(p(0.9)),
-        ms(v[0]),
-        ms(v[v.len() - 1]),
-        v.len()
-    )
 }
 
 fn rss() -> anyhow::Result<()> {
