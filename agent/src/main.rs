@@ -147,8 +147,8 @@ struct RunArgs {
     libvirt_uri: String,
     /// How QEMU runs guests: `kvm` (hardware virtualisation), `qemu` (TCG emulation), or
     /// `auto` (kvm where the CPU has vmx/svm and libvirt offers kvm domains).
-    #[arg(long, value_name = "auto|kvm|qemu", default_value = "auto", value_parser = parse_virt_type)]
-    virt_type: Option<cloud_agent::vm::VirtType>,
+    #[arg(long, value_name = "auto|kvm|qemu", default_value = "auto", value_parser = ["auto", "kvm", "qemu"])]
+    virt_type: String,
     /// Directory of VM root disks, cloud-init seeds and serial logs (readable by libvirt's
     /// QEMU user).
     #[arg(
@@ -166,12 +166,12 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
-fn parse_virt_type(s: &str) -> Result<Option<cloud_agent::vm::VirtType>, String> {
+/// `--virt-type`: None for auto.
+fn virt_type(s: &str) -> Option<cloud_agent::vm::VirtType> {
     match s {
-        "auto" => Ok(None),
-        "kvm" => Ok(Some(cloud_agent::vm::VirtType::Kvm)),
-        "qemu" | "tcg" => Ok(Some(cloud_agent::vm::VirtType::Qemu)),
-        _ => Err(format!("{s:?}: expected auto, kvm or qemu")),
+        "kvm" => Some(cloud_agent::vm::VirtType::Kvm),
+        "qemu" => Some(cloud_agent::vm::VirtType::Qemu),
+        _ => None,
     }
 }
 
@@ -201,7 +201,7 @@ async fn vms(args: &RunArgs) -> Result<Option<cloud_agent::NodeVms>, String> {
         }
         uri => uri,
     };
-    let hv = cloud_agent::vm::LibvirtHypervisor::connect(uri, args.virt_type)
+    let hv = cloud_agent::vm::LibvirtHypervisor::connect(uri, virt_type(&args.virt_type))
         .await
         .map_err(|e| format!("--libvirt-uri {uri}: {e}"))?;
     std::fs::create_dir_all(&args.vm_dir)

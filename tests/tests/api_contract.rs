@@ -49,6 +49,17 @@ async fn bad_input_gets_the_envelope_and_changes_nothing() {
         .unwrap();
     c.wait_instance("web", cloud_api::InstanceStatus::Running)
         .await;
+    client
+        .image_create(&cloud_api::CreateImageRequest {
+            name: "debian".into(),
+            path: "/var/lib/images/debian.qcow2".into(),
+            format: cloud_api::ImageFormat::Qcow2,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        })
+        .await
+        .unwrap();
     let before = client.instance_list().await.unwrap();
 
     let post = Method::POST;
@@ -188,6 +199,53 @@ async fn bad_input_gets_the_envelope_and_changes_nothing() {
             409,
             ErrorCode::InsufficientCapacity,
             "libvirt",
+        ),
+        case(
+            "VM of an unknown image",
+            post.clone(),
+            "/v1/instances",
+            Some(r#"{"kind":"vm","image":"ghost","cpu_millis":100,"memory_mb":64}"#),
+            422,
+            ErrorCode::InvalidRequest,
+            "image",
+        ),
+        case(
+            "VM with a command",
+            post.clone(),
+            "/v1/instances",
+            Some(
+                r#"{"kind":"vm","image":"debian","command":["sh"],"cpu_millis":100,"memory_mb":64}"#,
+            ),
+            422,
+            ErrorCode::InvalidRequest,
+            "command",
+        ),
+        case(
+            "container with user_data",
+            post.clone(),
+            "/v1/instances",
+            Some(r#"{"image":"busybox","user_data":"x","cpu_millis":100,"memory_mb":64}"#),
+            422,
+            ErrorCode::InvalidRequest,
+            "user_data",
+        ),
+        case(
+            "image with a relative path",
+            post.clone(),
+            "/v1/images",
+            Some(r#"{"name":"rel","path":"images/x.qcow2"}"#),
+            422,
+            ErrorCode::InvalidRequest,
+            "path",
+        ),
+        case(
+            "image of an unknown format",
+            post.clone(),
+            "/v1/images",
+            Some(r#"{"name":"fmt","path":"/x.img","format":"vmdk"}"#),
+            422,
+            ErrorCode::InvalidRequest,
+            "format",
         ),
         case(
             "unknown id",

@@ -517,13 +517,17 @@ async fn an_unreachable_runtime_skips_the_pass_without_touching_anything() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn unsupported_kinds_fail_without_action() {
+async fn vms_fail_without_action_on_a_node_without_a_hypervisor() {
     let mut f = Fixture::new();
     let mut s = spec("vm1", RunState::Running, 1);
     s.kind = "vm".into();
     let o = f.apply(doc(1, vec![s])).await;
     assert_eq!(obs(&o, "vm1").state, InstanceState::Failed);
-    assert!(obs(&o, "vm1").reason.contains("unsupported instance kind"));
+    assert!(
+        obs(&o, "vm1").reason.contains("no hypervisor"),
+        "{:?}",
+        obs(&o, "vm1")
+    );
     assert!(f.rt.calls().is_empty());
 }
 
