@@ -253,7 +253,7 @@ pub async fn start(
         timing: config.session.clone(),
         network: config.network.clone(),
         volumes: config.volumes.clone(),
-        vm_files: config.vms.as_ref().map(|v| v.files.clone()),
+        vms: config.vms.clone(),
     });
 
     let span = tracing::info_span!("agent", node_id = %node_id);

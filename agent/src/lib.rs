@@ -19,6 +19,7 @@
 mod agent;
 mod backoff;
 pub mod config;
+pub mod console;
 mod convert;
 mod convert_network;
 mod fsutil;

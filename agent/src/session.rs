@@ -31,6 +31,8 @@ use tonic::Code;
 
 /// Outgoing messages buffered per session (log chunks are ≤ 64 KiB each).
 const OUT_CAPACITY: usize = 64;
+/// Pending user input of one console (a user that outpaces the VM is cut off).
+const CONSOLE_INPUT_QUEUE: usize = 256;
 
 /// Why a session ended (other than shutdown).
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +70,9 @@ pub struct SessionContext {
     pub network: Option<NodeNetwork>,
     /// The volume backend, whose pool capacity goes into telemetry.
     pub volumes: Option<Arc<dyn crate::storage::VolumeBackend>>,
-    /// This node runs VMs (advertises the `libvirt` driver); where their serial logs are.
-    pub vm_files: Option<crate::vm::VmFiles>,
+    /// This node runs VMs (advertises the `libvirt` driver): hypervisor (consoles) and files
+    /// (serial logs).
+    pub vms: Option<crate::config::NodeVms>,
 }
 
 impl SessionContext {
@@ -101,7 +104,7 @@ impl SessionContext {
             }
         };
         let mut drivers = drivers;
-        if self.vm_files.is_some() {
+        if self.vms.is_some() {
             drivers.push("libvirt".to_owned());
         }
         Hello {
@@ -356,6 +359,8 @@ struct SessionState<'a> {
     /// Log streams return `Some(request_id)`, telemetry returns `None`.
     tasks: JoinSet<Option<u64>>,
     streams: HashMap<u64, AbortHandle>,
+    /// Input queues of bidirectional streams (consoles), by request id.
+    inputs: HashMap<u64, mpsc::Sender<bytes::Bytes>>,
     telemetry_in_flight: bool,
 }
 
@@ -374,6 +379,7 @@ impl<'a> SessionState<'a> {
             last_sent: None,
             tasks: JoinSet::new(),
             streams: HashMap::new(),
+            inputs: HashMap::new(),
             telemetry_in_flight: false,
         }
     }
@@ -454,6 +460,7 @@ impl<'a> SessionState<'a> {
         match done {
             Ok(Some(request_id)) => {
                 self.streams.remove(&request_id);
+                self.inputs.remove(&request_id);
             }
             Ok(None) => self.telemetry_in_flight = false,
             Err(e) if e.is_cancelled() => {}
@@ -487,6 +494,42 @@ impl<'a> SessionState<'a> {
                     );
                 }
             }
+            Some(scheduler_message::Msg::StreamRequest(r))
+                if r.kind == StreamKind::Console as i32 =>
+            {
+                if let Some(old) = self.streams.remove(&r.request_id) {
+                    old.abort();
+                }
+                let (tx, rx) = mpsc::channel(CONSOLE_INPUT_QUEUE);
+                self.inputs.insert(r.request_id, tx);
+                let hv = self.ctx.vms.as_ref().map(|v| v.hypervisor.clone());
+                let out = self.out.clone();
+                let request_id = r.request_id;
+                let handle = self
+                    .tasks
+                    .spawn(tracing::Instrument::in_current_span(async move {
+                        crate::console::serve(hv, request_id, r.instance_id, out, rx).await;
+                        Some(request_id)
+                    }));
+                self.streams.insert(request_id, handle);
+            }
+            Some(scheduler_message::Msg::StreamInput(i)) => {
+                let full = match self.inputs.get(&i.request_id) {
+                    Some(tx) => tx.try_send(bytes::Bytes::from(i.data)).is_err(),
+                    None => false, // ended meanwhile
+                };
+                if full {
+                    // The console is not keeping up with its user: end it (bounded memory).
+                    tracing::info!(
+                        request_id = i.request_id,
+                        "console input queue full; closing the console"
+                    );
+                    self.inputs.remove(&i.request_id);
+                    if let Some(h) = self.streams.remove(&i.request_id) {
+                        h.abort();
+                    }
+                }
+            }
             Some(scheduler_message::Msg::StreamRequest(r)) => {
                 if r.kind != StreamKind::Logs as i32 {
                     let chunk = LogChunk {
@@ -507,7 +550,7 @@ impl<'a> SessionState<'a> {
                     follow: r.follow,
                 };
                 let runtime = self.ctx.runtime.clone();
-                let vm_files = self.ctx.vm_files.clone();
+                let vm_files = self.ctx.vms.as_ref().map(|v| v.files.clone());
                 let node_id = self.ctx.identity.node_id.clone();
                 let out = self.out.clone();
                 let request_id = req.request_id;
@@ -520,6 +563,7 @@ impl<'a> SessionState<'a> {
                 self.streams.insert(request_id, handle);
             }
             Some(scheduler_message::Msg::StreamCancel(c)) => {
+                self.inputs.remove(&c.request_id);
                 if let Some(h) = self.streams.remove(&c.request_id) {
                     tracing::debug!(request_id = c.request_id, "log stream cancelled");
                     h.abort();

@@ -55,7 +55,7 @@ impl ClientError {
 #[derive(Clone)]
 pub struct Client {
     base: Url,
-    key: Option<String>,
+    pub(crate) key: Option<String>,
     http: reqwest::Client,
 }
 
@@ -303,6 +303,23 @@ impl Client {
             .join(path.trim_start_matches('/'))
             .unwrap_or_else(|_| self.base.clone());
         self.request(method, url)
+    }
+}
+
+/// The error of a non-HTTP-client answer (the console's WebSocket handshake) from its
+/// status and body.
+pub(crate) fn error_from_parts(status: u16, body: &str) -> ClientError {
+    match serde_json::from_str::<ErrorEnvelope>(body) {
+        Ok(env) => ClientError::Api {
+            status,
+            code: env.error.code,
+            message: env.error.message,
+            request_id: env.request_id,
+        },
+        Err(_) => ClientError::Unexpected {
+            status,
+            body: body.chars().take(500).collect(),
+        },
     }
 }
 

@@ -4,6 +4,7 @@
 //! No server dependencies live here: this crate is what a user program links against.
 
 pub mod client;
+mod client_console;
 mod client_image;
 mod client_network;
 mod client_snapshot;
@@ -21,6 +22,7 @@ pub mod volume;
 pub use reqwest::Method;
 
 pub use client::{Client, ClientError};
+pub use client_console::ConsoleStream;
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use ids::{
     ImageId, InstanceId, NodeId, ProjectId, SecurityGroupId, SnapshotId, SubnetId, VolumeId, VpcId,

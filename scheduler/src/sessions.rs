@@ -250,6 +250,49 @@ impl Sessions {
         tail: u32,
         follow: bool,
     ) -> Result<(u64, mpsc::Receiver<pb::LogChunk>), SessionError> {
+        self.open_stream(node, instance, pb::StreamKind::Logs, tail, follow)
+    }
+
+    /// Asks the node's agent to relay a VM's console: output arrives on the receiver, input
+    /// goes through `send_input`; `close_stream` ends it.
+    pub fn open_console_stream(
+        &self,
+        node: NodeId,
+        instance: InstanceId,
+    ) -> Result<(u64, mpsc::Receiver<pb::LogChunk>), SessionError> {
+        self.open_stream(node, instance, pb::StreamKind::Console, 0, true)
+    }
+
+    /// Sends user bytes to a bidirectional stream's agent (waits while the session's queue
+    /// is full). False when the stream or its session is gone.
+    pub async fn send_input(&self, request_id: u64, data: Vec<u8>) -> bool {
+        let tx = {
+            let Some(node) = lock(&self.streams).get(&request_id).map(|w| w.node) else {
+                return false;
+            };
+            lock(&self.nodes)
+                .get(&node)
+                .and_then(|l| l.slot.as_ref().map(|s| s.tx.clone()))
+        };
+        let Some(tx) = tx else { return false };
+        tx.send(pb::SchedulerMessage {
+            msg: Some(pb::scheduler_message::Msg::StreamInput(pb::StreamInput {
+                request_id,
+                data,
+            })),
+        })
+        .await
+        .is_ok()
+    }
+
+    fn open_stream(
+        &self,
+        node: NodeId,
+        instance: InstanceId,
+        kind: pb::StreamKind,
+        tail: u32,
+        follow: bool,
+    ) -> Result<(u64, mpsc::Receiver<pb::LogChunk>), SessionError> {
         let tx = lock(&self.nodes)
             .get(&node)
             .and_then(|l| l.slot.as_ref().map(|s| s.tx.clone()))
@@ -262,7 +305,7 @@ impl Sessions {
                 pb::StreamRequest {
                     request_id,
                     instance_id: instance.to_string(),
-                    kind: pb::StreamKind::Logs as i32,
+                    kind: kind as i32,
                     tail,
                     follow,
                 },

@@ -236,12 +236,63 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
     let tail = client.instance_logs("tiny-1", Some(1)).await.unwrap();
     assert_eq!(tail.trim_end(), "THECLOUD-GUEST-READY");
 
+    // Console: through the scheduler and the agent to QEMU's VNC server. The agent answers
+    // QEMU's password challenge; the client is offered security type None.
+    {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let mut ws = client.instance_console("tiny-1").await.unwrap();
+        let mut got = Vec::new();
+        let next = async |ws: &mut cloud_api::ConsoleStream, got: &mut Vec<u8>, n: usize| {
+            while got.len() < n {
+                match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                    Ok(Some(Ok(Message::Binary(b)))) => got.extend_from_slice(&b),
+                    other => panic!("console: {other:?}"),
+                }
+            }
+            got.drain(..n).collect::<Vec<u8>>()
+        };
+        assert_eq!(next(&mut ws, &mut got, 12).await, b"RFB 003.008\n");
+        ws.send(Message::Binary(b"RFB 003.008\n".to_vec().into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut ws, &mut got, 2).await,
+            vec![1, 1],
+            "security type None"
+        );
+        ws.send(Message::Binary(vec![1].into())).await.unwrap();
+        assert_eq!(
+            next(&mut ws, &mut got, 4).await,
+            vec![0, 0, 0, 0],
+            "security result OK"
+        );
+        ws.send(Message::Binary(vec![1].into())).await.unwrap(); // ClientInit (shared)
+        let init = next(&mut ws, &mut got, 24).await; // ServerInit: size, pixel format, name length
+        let (w, h) = (
+            u16::from_be_bytes([init[0], init[1]]),
+            u16::from_be_bytes([init[2], init[3]]),
+        );
+        assert!(w >= 320 && h >= 200, "a real framebuffer: {w}x{h}");
+        let name_len = u32::from_be_bytes([init[20], init[21], init[22], init[23]]) as usize;
+        let name = next(&mut ws, &mut got, name_len).await;
+        assert!(
+            String::from_utf8_lossy(&name).contains(&format!("tc-vm-{}", inst.id)),
+            "{name:?}"
+        );
+        let _ = ws.close(None).await;
+    }
+    // Consoles are for running VMs of the caller's project.
+    let (s, m) = status(client.instance_console("ghost").await);
+    assert_eq!(s, 404, "{m}");
+
     // Stop: ACPI is ignored by this guest, so the domain is destroyed after 3 s.
     client.instance_stop("tiny-1").await.unwrap();
     c.wait_instance("tiny-1", InstanceStatus::Stopped).await;
+    let listed = domains();
     assert!(
-        domains().contains(&format!("tc-vm-{}", inst.id)),
-        "defined while stopped"
+        listed.contains(&format!("tc-vm-{}", inst.id)),
+        "defined while stopped: {listed}"
     );
 
     // Delete: no domain, disk or seed left.

@@ -137,7 +137,7 @@ impl Reconciler {
             last_error: None,
             net: net::NetState::new(None, resync),
             volumes: volumes::VolState::new(None, retry_after),
-            vms: vms::VmHalf::new(None, None, retry_after, Duration::from_secs(60)),
+            vms: vms::VmHalf::new(node_id, None, None, retry_after, Duration::from_secs(60)),
         })
     }
 
@@ -163,6 +163,7 @@ impl Reconciler {
         files: crate::vm::VmFiles,
     ) -> Self {
         self.vms = vms::VmHalf::new(
+            &self.node_id,
             Some(hypervisor),
             Some(files),
             self.config.retry_after_failure,

@@ -290,3 +290,28 @@ async fn without_a_hypervisor_vms_fail_clearly() {
     assert_eq!(s, InstanceState::Failed);
     assert!(reason.contains("no hypervisor"), "{reason}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn another_nodes_domains_are_never_touched() {
+    if !tools_present() {
+        return;
+    }
+    let mut f = Fixture::new();
+    // A domain another agent on the same libvirtd created (same naming, other node).
+    f.hv.define(
+        "<domain><name>tc-vm-theirs</name><metadata><thecloud:instance \
+             xmlns:thecloud='https://thecloud.dev/xmlns/instance/1' id='theirs' node='node-b'/>\
+             </metadata></domain>",
+    )
+    .await
+    .unwrap();
+    f.hv.start("tc-vm-theirs").await.unwrap();
+    f.hv.take_calls();
+    let o = f
+        .apply(vec![f.vm("v1", RunState::Running, 1, RestartPolicy::Never)])
+        .await;
+    assert_eq!(f.hv.take_calls(), vec!["define tc-vm-v1", "start tc-vm-v1"]);
+    assert_eq!(f.hv.state_of("tc-vm-theirs"), Some(DomainState::Running));
+    assert!(o.instance("theirs").is_none());
+    assert!(f.hv.xml_of("tc-vm-v1").unwrap().contains("node='node-a'"));
+}

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 const NO_HYPERVISOR: &str = "this node has no hypervisor (libvirt): VMs cannot run here; start the agent with --libvirt-uri";
 
 pub(super) struct VmHalf {
+    node_id: String,
     hv: Option<Arc<dyn Hypervisor>>,
     files: Option<VmFiles>,
     retry_after: Duration,
@@ -51,12 +52,14 @@ fn vnc_password() -> String {
 
 impl VmHalf {
     pub(super) fn new(
+        node_id: &str,
         hv: Option<Arc<dyn Hypervisor>>,
         files: Option<VmFiles>,
         retry_after: Duration,
         shutdown_timeout: Duration,
     ) -> Self {
         Self {
+            node_id: node_id.to_owned(),
             hv,
             files,
             retry_after,
@@ -99,7 +102,15 @@ impl VmHalf {
                 .collect();
             return;
         };
-        let domains = match hv.list().await {
+        // Only this node's domains: another agent may share the libvirtd (tests, or a
+        // mistake in a deployment), and its domains are never ours to touch.
+        let node_id = self.node_id.clone();
+        let own = move |d: Vec<DomainInfo>| -> Vec<DomainInfo> {
+            d.into_iter()
+                .filter(|d| d.node_id.as_deref() == Some(node_id.as_str()))
+                .collect()
+        };
+        let domains = match hv.list().await.map(&own) {
             Ok(d) => d,
             Err(e) => {
                 let reason = format!("cannot list libvirt domains: {e}");
@@ -236,7 +247,7 @@ impl VmHalf {
             }
         }
         let after = if changed {
-            hv.list().await.unwrap_or(domains)
+            hv.list().await.map(&own).unwrap_or(domains)
         } else {
             domains
         };
@@ -280,6 +291,7 @@ impl VmHalf {
         let xml = domain_xml(&DomainParams {
             name: domain_name(id),
             instance_id: id.to_owned(),
+            node_id: self.node_id.clone(),
             virt_type: hv.virt_type(),
             vcpus: u32::try_from(spec.cpu_millis.div_ceil(1000).max(1)).unwrap_or(1),
             memory_mib: spec.memory_mb.max(64),

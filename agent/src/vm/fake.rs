@@ -95,7 +95,8 @@ impl Hypervisor for FakeHypervisor {
             .domains
             .iter()
             .filter(|(n, _)| n.starts_with(DOMAIN_PREFIX))
-            .map(|(name, (state, _))| DomainInfo {
+            .map(|(name, (state, xml))| DomainInfo {
+                node_id: super::xml_attr(xml, "thecloud:instance", "node"),
                 name: name.clone(),
                 uuid: String::new(),
                 state: *state,
@@ -152,5 +153,15 @@ impl Hypervisor for FakeHypervisor {
         let mut st = self.call("undefine", name)?;
         st.domains.remove(name);
         Ok(())
+    }
+
+    async fn vnc(&self, name: &str) -> Result<(u16, String), VmError> {
+        let st = self.lock();
+        match st.domains.get(name) {
+            Some((DomainState::Running, xml)) => {
+                super::vnc_from_xml(xml).ok_or_else(|| VmError::NotFound(name.to_owned()))
+            }
+            _ => Err(VmError::NotFound(name.to_owned())),
+        }
     }
 }

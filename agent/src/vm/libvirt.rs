@@ -115,7 +115,19 @@ impl Hypervisor for LibvirtHypervisor {
                 }
                 // A domain that vanishes between the listing and these calls is skipped.
                 let Ok(info) = d.get_info() else { continue };
+                let node_id = d
+                    .get_metadata(
+                        virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                        Some(super::xml::METADATA_NS),
+                        0,
+                    )
+                    .ok()
+                    .and_then(|m| {
+                        super::xml_attr(&m, "thecloud:instance", "node")
+                            .or_else(|| super::xml_attr(&m, "instance", "node"))
+                    });
                 out.push(DomainInfo {
+                    node_id,
                     uuid: d.get_uuid_string().unwrap_or_default(),
                     name,
                     state: state(info.state),
@@ -177,6 +189,20 @@ impl Hypervisor for LibvirtHypervisor {
             other => other,
         }
     }
+
+    async fn vnc(&self, name: &str) -> Result<(u16, String), VmError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let d = Domain::lookup_by_name(c, &name).map_err(err)?;
+            let xml = d
+                .get_xml_desc(virt::sys::VIR_DOMAIN_XML_SECURE)
+                .map_err(err)?;
+            super::vnc_from_xml(&xml).ok_or_else(|| {
+                VmError::NotFound(format!("{name} has no VNC console (not running?)"))
+            })
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +249,24 @@ mod tests {
         hv.undefine(name).await.unwrap(); // gone: fine
         assert!(found(hv.list().await.unwrap()).is_none());
         assert!(matches!(hv.start(name).await, Err(VmError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn the_owning_node_is_read_from_the_metadata() {
+        let hv = test_driver().await;
+        let xml = "<domain type='test'><name>tc-vm-meta</name><memory unit='MiB'>128</memory>\
+                   <metadata><thecloud:instance xmlns:thecloud='https://thecloud.dev/xmlns/instance/1' \
+                   id='meta' node='node-7'/></metadata><os><type arch='x86_64'>hvm</type></os></domain>";
+        hv.define(xml).await.unwrap();
+        let d = hv
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|d| d.name == "tc-vm-meta")
+            .unwrap();
+        assert_eq!(d.node_id.as_deref(), Some("node-7"));
+        hv.undefine("tc-vm-meta").await.unwrap();
     }
 
     #[tokio::test]

@@ -47,6 +47,9 @@ pub enum DomainState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainInfo {
     pub name: String,
+    /// The node whose agent created it (from its `<metadata>`): an agent only ever manages
+    /// its own node's domains, even when several agents share one libvirtd.
+    pub node_id: Option<String>,
     pub uuid: String,
     pub state: DomainState,
     /// CPU time used since it started, in nanoseconds.
@@ -109,6 +112,43 @@ pub trait Hypervisor: Send + Sync {
     async fn destroy(&self, name: &str) -> Result<(), VmError>;
     /// Removes the domain's definition (it must be shut off).
     async fn undefine(&self, name: &str) -> Result<(), VmError>;
+    /// The running domain's VNC server: (port on 127.0.0.1, password).
+    async fn vnc(&self, name: &str) -> Result<(u16, String), VmError>;
+}
+
+/// The value of attribute `name` in the first `<tag …>` of `xml` (single or double quotes).
+pub fn xml_attr(xml: &str, tag: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{tag}"))?;
+    let end = xml[start..].find('>')? + start;
+    let el = &xml[start..end];
+    for q in ['\'', '"'] {
+        let key = format!(" {name}={q}");
+        if let Some(i) = el.find(&key) {
+            let i = i + key.len();
+            let j = el[i..].find(q)? + i;
+            return Some(el[i..j].to_owned());
+        }
+    }
+    None
+}
+
+/// `(port, password)` of the VNC `<graphics>` element in live domain XML (with secrets).
+pub fn vnc_from_xml(xml: &str) -> Option<(u16, String)> {
+    let start = xml.find("<graphics type='vnc'")?;
+    let end = xml[start..].find('>')? + start;
+    let el = &xml[start..end];
+    let attr = |name: &str| {
+        let key = format!(" {name}='");
+        let i = el.find(&key)? + key.len();
+        let j = el[i..].find('\'')? + i;
+        Some(el[i..j].to_owned())
+    };
+    let port: u16 = attr("port")?.parse().ok()?;
+    if port == 0 || port == u16::MAX {
+        return None;
+    }
+    let password = attr("passwd").unwrap_or_default();
+    Some((port, password))
 }
 
 /// Whether this host's CPU has hardware virtualisation that ordinary guests can use: vmx or
@@ -125,6 +165,33 @@ pub fn host_has_hw_virt() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_are_read_with_either_quote() {
+        let m = r#"<thecloud:instance xmlns:thecloud="https://x" id="i1" node='n1'/>"#;
+        assert_eq!(
+            xml_attr(m, "thecloud:instance", "id").as_deref(),
+            Some("i1")
+        );
+        assert_eq!(
+            xml_attr(m, "thecloud:instance", "node").as_deref(),
+            Some("n1")
+        );
+        assert_eq!(xml_attr(m, "thecloud:instance", "other"), None);
+        assert_eq!(xml_attr(m, "missing", "id"), None);
+    }
+
+    #[test]
+    fn the_vnc_endpoint_is_read_from_live_xml() {
+        let xml = "<domain><devices><graphics type='vnc' port='5901' autoport='yes' listen='127.0.0.1' passwd='abc'>\
+                   <listen type='address' address='127.0.0.1'/></graphics></devices></domain>";
+        assert_eq!(vnc_from_xml(xml), Some((5901, "abc".into())));
+        assert_eq!(
+            vnc_from_xml("<graphics type='vnc' port='-1' autoport='yes'/>"),
+            None
+        );
+        assert_eq!(vnc_from_xml("<domain/>"), None);
+    }
 
     #[test]
     fn domain_names_carry_the_instance_id() {

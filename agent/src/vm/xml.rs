@@ -16,6 +16,8 @@ pub const METADATA_NS: &str = "https://thecloud.dev/xmlns/instance/1";
 pub struct DomainParams {
     pub name: String,
     pub instance_id: String,
+    /// The node whose agent owns the domain.
+    pub node_id: String,
     pub virt_type: super::VirtType,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -67,8 +69,9 @@ pub fn domain_xml(p: &DomainParams) -> String {
     let _ = writeln!(x, "  <name>{}</name>", escape(&p.name));
     let _ = writeln!(
         x,
-        "  <metadata><thecloud:instance xmlns:thecloud='{METADATA_NS}' id='{}'/></metadata>",
-        escape(&p.instance_id)
+        "  <metadata><thecloud:instance xmlns:thecloud='{METADATA_NS}' id='{}' node='{}'/></metadata>",
+        escape(&p.instance_id),
+        escape(&p.node_id)
     );
     let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", p.memory_mib);
     let _ = writeln!(x, "  <vcpu>{}</vcpu>", p.vcpus.max(1));
@@ -144,6 +147,7 @@ mod tests {
         DomainParams {
             name: "tc-vm-i1".into(),
             instance_id: "i1".into(),
+            node_id: "n1".into(),
             virt_type: super::super::VirtType::Qemu,
             vcpus: 2,
             memory_mib: 512,
@@ -172,7 +176,7 @@ mod tests {
         assert!(x.contains("device='cdrom'") && x.contains("/vms/i1/seed.iso"));
         assert!(x.contains("listen='127.0.0.1'"));
         assert!(x.contains("passwd='pw&lt;&amp;&gt;&apos;&quot;'"), "{x}");
-        assert!(x.contains(&format!("xmlns:thecloud='{METADATA_NS}' id='i1'")));
+        assert!(x.contains(&format!("xmlns:thecloud='{METADATA_NS}' id='i1' node='n1'")));
         assert!(x.contains("<boot dev='hd'/>"));
     }
 

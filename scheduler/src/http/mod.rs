@@ -1,6 +1,7 @@
 //! The public REST API (axum): routing and middleware. Handlers are thin: parse → service →
 //! response. Every `/v1` route requires an API key.
 
+mod console;
 pub mod error;
 mod extract;
 mod images;
@@ -35,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/instances/{id}/stop", post(instances::stop))
         .route("/instances/{id}/start", post(instances::start))
         .route("/instances/{id}/logs", get(instances::logs))
+        .route("/instances/{id}/console", get(console::console))
         .route(
             "/instances/{id}/security-groups",
             post(network::instance_sg_attach),
