@@ -138,6 +138,15 @@ pub enum Command {
             cloud snapshot rm monday"
     )]
     Snapshot(SnapshotCmd),
+    /// Register, list and remove VM images.
+    #[command(
+        subcommand,
+        visible_alias = "images",
+        after_help = "Examples:\n  \
+            cloud image create debian-12 --path /var/lib/images/debian-12.qcow2\n  \
+            cloud instance launch --kind vm --image debian-12 --cpu 2 --memory 2Gi"
+    )]
+    Image(crate::commands::image::ImageCmd),
     /// Show or change the CLI's configuration (API endpoint and key).
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -169,6 +178,23 @@ pub enum InstanceCmd {
         after_help = "Examples:\n  cloud instance sg add web ssh\n  cloud instance sg rm web ssh"
     )]
     Sg(InstanceSgCmd),
+    /// Open a VM's graphical console on a local port for any VNC viewer (no VNC password:
+    /// your API key already authenticated you). Runs until Ctrl-C.
+    #[command(
+        after_help = "Example:\n  cloud instance console my-vm --listen 127.0.0.1:5901\n  \
+        vncviewer 127.0.0.1:5901"
+    )]
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsoleArgs {
+    /// Name or id of the VM.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+    /// Local address the VNC viewer connects to.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5900")]
+    pub listen: std::net::SocketAddr,
 }
 
 const LAUNCH_EXAMPLES: &str = "Examples:\n  \
@@ -177,7 +203,9 @@ const LAUNCH_EXAMPLES: &str = "Examples:\n  \
     cloud instance launch --image local/busybox:latest --env GREETING=hello \\\n      \
     --restart on-failure --no-wait -- env\n  \
     cloud instance launch --name api --image local/busybox:latest --subnet prod/web \\\n      \
-    --private-ip 10.10.1.10 --sg ssh --sg web -- sleep 3600";
+    --private-ip 10.10.1.10 --sg ssh --sg web -- sleep 3600\n  \
+    cloud instance launch --kind vm --name my-vm --image debian-12 --cpu 2 --memory 2Gi \\\n      \
+    --disk 20G --user-data-file cloud-init.yaml";
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
@@ -333,6 +361,12 @@ pub struct LaunchArgs {
     /// Security group (name or id) of the instance (repeatable).
     #[arg(long = "sg", value_name = "SG")]
     pub security_groups: Vec<String>,
+    /// VMs (--kind vm): size of the root disk: 10G, 20Gi, a bare number of GB (default 10G).
+    #[arg(long, value_name = "SIZE", value_parser = crate::cli_volume::parse_size_gb)]
+    pub disk: Option<u64>,
+    /// VMs (--kind vm): cloud-init user-data from this file (#cloud-config or a script).
+    #[arg(long, value_name = "FILE")]
+    pub user_data_file: Option<std::path::PathBuf>,
     /// Mount a volume: VOLUME:/path (name or id; repeatable). The instance then runs on the
     /// volume's node.
     #[arg(long = "volume", short = 'v', value_name = "VOLUME:/PATH", value_parser = parse_volume_mount)]
@@ -350,7 +384,8 @@ impl LaunchArgs {
     pub fn to_request(&self) -> CreateInstanceRequest {
         let env: BTreeMap<String, String> = self.env.iter().cloned().collect();
         CreateInstanceRequest {
-            disk_gb: None,
+            disk_gb: self.disk,
+            // Read by the command from --user-data-file.
             user_data: None,
             name: self.name.clone(),
             kind: self.kind,

@@ -20,6 +20,7 @@ pub async fn run(ctx: &Ctx, cmd: InstanceCmd) -> Result<()> {
         InstanceCmd::Start(args) => change(ctx, &client, &args, Change::Start).await,
         InstanceCmd::Rm(args) => rm(ctx, &client, &args).await,
         InstanceCmd::Sg(cmd) => super::sg::instance_sg(ctx, &client, cmd).await,
+        InstanceCmd::Console(args) => super::console::run(&client, &args).await,
     }
 }
 
@@ -33,6 +34,12 @@ pub fn render_changed(format: OutputFormat, inst: &Instance) -> Result<String> {
 
 async fn launch(ctx: &Ctx, client: &Client, args: &LaunchArgs) -> Result<()> {
     let mut req = args.to_request();
+    if let Some(path) = &args.user_data_file {
+        req.user_data = Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --user-data-file {}", path.display()))?,
+        );
+    }
     if let Some(SubnetRef::Path { vpc, subnet }) = &args.subnet {
         let found = client
             .subnet_get(vpc, subnet)

@@ -1,6 +1,8 @@
 //! Command handlers: each resolves what it needs, calls the API client and prints the result.
 
 pub mod config;
+pub mod console;
+pub mod image;
 pub mod instance;
 pub mod node;
 pub mod sg;
@@ -61,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Sg(cmd) => sg::run(&ctx, cmd).await,
         Command::Volume(cmd) => volume::run(&ctx, cmd).await,
         Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
+        Command::Image(cmd) => image::run(&ctx, cmd).await,
         Command::Config(cmd) => config::run(&ctx, cmd),
     }
 }
