@@ -254,6 +254,7 @@ pub async fn start(
         network: config.network.clone(),
         volumes: config.volumes.clone(),
         vms: config.vms.clone(),
+        vm_sampler: Arc::default(),
     });
 
     let span = tracing::info_span!("agent", node_id = %node_id);

@@ -73,6 +73,8 @@ pub struct SessionContext {
     /// This node runs VMs (advertises the `libvirt` driver): hypervisor (consoles) and files
     /// (serial logs).
     pub vms: Option<crate::config::NodeVms>,
+    /// CPU-time samples of this node's VMs (CPU percent between telemetry reports).
+    pub vm_sampler: Arc<crate::vm::VmSampler>,
 }
 
 impl SessionContext {
@@ -435,16 +437,27 @@ impl<'a> SessionState<'a> {
         let volumes = self.ctx.volumes.clone();
         let observed = self.ctx.observed_rx.borrow().clone();
         let out = self.out.clone();
+        let vms = self.ctx.vms.as_ref().map(|v| v.hypervisor.clone());
+        let sampler = self.ctx.vm_sampler.clone();
+        let node_id = self.ctx.identity.node_id.clone();
         self.tasks
             .spawn(tracing::Instrument::in_current_span(async move {
                 let instances = observed.map(|o| o.instances.clone()).unwrap_or_default();
-                let report = telemetry::collect(
+                let mut report = telemetry::collect(
                     probe.as_ref(),
                     runtime.as_ref(),
                     volumes.as_deref(),
                     &instances,
                 )
                 .await;
+                if let Some(hv) = vms {
+                    report
+                        .instances
+                        .extend(sampler.sample(hv.as_ref(), &node_id).await);
+                    report
+                        .instances
+                        .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+                }
                 let m = msg(agent_message::Msg::Telemetry(convert::telemetry_to_pb(
                     &report,
                 )));

@@ -233,6 +233,14 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
         )),
         "{logs}"
     );
+    // Telemetry: the VM's CPU and memory as the node samples them from libvirt.
+    let usage = wait_for("VM usage reported", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move { client.instance_get("tiny-1").await.ok()?.usage }
+    })
+    .await;
+    assert_eq!(usage.memory_used_bytes, 256 << 20, "{usage:?}");
+    assert!(usage.cpu_percent >= 0.0, "{usage:?}");
     let tail = client.instance_logs("tiny-1", Some(1)).await.unwrap();
     assert_eq!(tail.trim_end(), "THECLOUD-GUEST-READY");
 

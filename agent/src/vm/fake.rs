@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Default)]
 struct State {
     domains: BTreeMap<String, (DomainState, String)>,
+    /// Domain → (CPU time ns, memory KiB).
+    usage: BTreeMap<String, (u64, u64)>,
     calls: Vec<String>,
     /// Guests ignore the ACPI power button (like the busybox test guest).
     ignore_acpi: bool,
@@ -68,6 +70,13 @@ impl FakeHypervisor {
         }
     }
 
+    /// The domain's CPU time so far and its memory.
+    pub fn set_usage(&self, name: &str, cpu_time_ns: u64, memory_kib: u64) {
+        self.lock()
+            .usage
+            .insert(name.to_owned(), (cpu_time_ns, memory_kib));
+    }
+
     /// The domain vanishes behind the agent's back.
     pub fn vanish(&self, name: &str) {
         self.lock().domains.remove(name);
@@ -90,19 +99,22 @@ impl Hypervisor for FakeHypervisor {
     }
 
     async fn list(&self) -> Result<Vec<DomainInfo>, VmError> {
-        Ok(self
-            .lock()
+        let st = self.lock();
+        Ok(st
             .domains
             .iter()
             .filter(|(n, _)| n.starts_with(DOMAIN_PREFIX))
-            .map(|(name, (state, xml))| DomainInfo {
-                node_id: super::xml_attr(xml, "thecloud:instance", "node"),
-                name: name.clone(),
-                uuid: String::new(),
-                state: *state,
-                cpu_time_ns: 0,
-                memory_kib: 0,
-                vcpus: 1,
+            .map(|(name, (state, xml))| {
+                let (cpu_time_ns, memory_kib) = st.usage.get(name).copied().unwrap_or_default();
+                DomainInfo {
+                    node_id: super::xml_attr(xml, "thecloud:instance", "node"),
+                    name: name.clone(),
+                    uuid: String::new(),
+                    state: *state,
+                    cpu_time_ns,
+                    memory_kib,
+                    vcpus: 1,
+                }
             })
             .collect())
     }

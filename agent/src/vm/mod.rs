@@ -9,11 +9,13 @@
 pub mod fake;
 pub mod files;
 pub mod libvirt;
+pub mod usage;
 pub mod xml;
 
 pub use fake::FakeHypervisor;
 pub use files::VmFiles;
 pub use libvirt::LibvirtHypervisor;
+pub use usage::VmSampler;
 
 use async_trait::async_trait;
 
