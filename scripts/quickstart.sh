@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Cloud on one host: installs what is missing, starts dockerd, builds the release
+# The Cloud on one host: installs what is missing, starts dockerd (and libvirtd for VMs), builds the release
 # binaries, starts a scheduler and an agent in the background and configures the `cloud` CLI.
 # Idempotent: running it again only starts what is not running.
 #
@@ -12,6 +12,7 @@
 #   THECLOUD_NODE_NAME  name of this host's node        (default: the agent's own choice)
 #   CARGO_TARGET_DIR    where cargo builds              (default <repo>/target)
 #   THECLOUD_SKIP_BUILD=1  use the binaries already in $CARGO_TARGET_DIR/release
+#   THECLOUD_NO_VMS=1      do not install or start libvirt (the node runs containers only)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +39,7 @@ START_TIMEOUT=60
 PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config ca-certificates curl gcc libc6-dev python3 iproute2)
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # launch PIDFILE LOG PROGRAM ARGS...: starts PROGRAM in its own session, detached from this
@@ -237,6 +238,13 @@ cmd_up() {
   ensure_dockerd
   say "Checking the local image $BUSYBOX_IMAGE"
   ensure_busybox_image
+  # VMs: libvirtd + QEMU. Optional: without them the agent runs containers only.
+  say "Starting libvirtd (VMs)"
+  if [[ ${THECLOUD_NO_VMS:-0} == 1 ]]; then
+    info "skipped (THECLOUD_NO_VMS=1): this node will run containers only"
+  elif ! (ensure_libvirt); then
+    warn "libvirt could not be set up: this node will run containers only"
+  fi
   build
   start_scheduler
   configure_cli

@@ -17,9 +17,16 @@ fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 cd "$T"
-KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-[[ -n $KPKG ]] || { echo "cannot find the cloud kernel package" >&2; exit 1; }
-apt-get -o DPkg::Lock::Timeout=600 download "$KPKG" >/dev/null
+kernel_pkg() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+KPKG=$(kernel_pkg)
+if [[ -z $KPKG ]]; then
+  # A fresh machine may have no package lists yet.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  KPKG=$(kernel_pkg)
+fi
+[[ -n $KPKG ]] || { echo "cannot find the cloud kernel package (linux-image-cloud-amd64)" >&2; exit 1; }
+apt-get -o DPkg::Lock::Timeout=600 download "$KPKG" >/dev/null 2>&1 ||
+  { echo "cannot download $KPKG" >&2; exit 1; }
 dpkg -x ./"$KPKG"_*.deb x
 KVER=${KPKG#linux-image-}
 MODS=x/lib/modules/$KVER/kernel
