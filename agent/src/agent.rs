@@ -223,7 +223,12 @@ pub async fn start(
         Some(v) => reconciler.with_volumes(v.clone()),
         None => reconciler,
     };
-    let reconciler = match &config.vms {
+    // Each node keeps its VM files in its own subdirectory of the VM directory.
+    let vms = config.vms.clone().map(|v| crate::config::NodeVms {
+        files: v.files.for_node(&identity.node_id),
+        ..v
+    });
+    let reconciler = match &vms {
         Some(v) => reconciler.with_vms(v.hypervisor.clone(), v.files.clone()),
         None => reconciler,
     };
@@ -253,7 +258,7 @@ pub async fn start(
         timing: config.session.clone(),
         network: config.network.clone(),
         volumes: config.volumes.clone(),
-        vms: config.vms.clone(),
+        vms,
         vm_sampler: Arc::default(),
     });
 

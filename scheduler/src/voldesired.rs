@@ -64,11 +64,9 @@ fn assemble(
         keep.push(pb::VolumeSpec {
             volume_id: id.to_string(),
             size_bytes: crate::store::to_u64(size_gb).saturating_mul(1 << 30),
-            // Only until it exists: an existing volume is never restored over.
-            from_snapshot_id: source
-                .filter(|_| status == "creating")
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
+            // Always: a restored volume is never created empty (the agent restores only what
+            // does not exist, so an existing volume is never restored over).
+            from_snapshot_id: source.map(|s| s.to_string()).unwrap_or_default(),
         });
         if let (Some(instance), Some(path)) = (instance, path) {
             mounts

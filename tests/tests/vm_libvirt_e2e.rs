@@ -202,6 +202,19 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
     cleanup.1.push(inst.id.to_string());
     let running = c.wait_instance("tiny-1", InstanceStatus::Running).await;
     let to_running = t0.elapsed();
+    let files = vm_dir.join(node.id.to_string()).join(inst.id.to_string());
+    assert!(
+        files.join("root.qcow2").is_file(),
+        "the node's own subdirectory holds the disk"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(files.join("seed.iso"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the seed (user-data) is private: {mode:o}");
+    }
     assert!(
         running
             .vm
@@ -306,8 +319,9 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
     // Delete: no domain, disk or seed left.
     client.instance_delete("tiny-1").await.unwrap();
     c.wait_instance_gone("tiny-1").await;
+    let node_dir = vm_dir.join(node.id.to_string());
     wait_for("domain and files gone", Duration::from_secs(30), || {
-        let dir = vm_dir.join(inst.id.to_string());
+        let dir = node_dir.join(inst.id.to_string());
         let name = format!("tc-vm-{}", inst.id);
         async move { (!domains().contains(&name) && !dir.exists()).then_some(()) }
     })

@@ -590,10 +590,15 @@ impl Reconciler {
             else {
                 continue;
             };
-            if matches!(
-                c.status,
-                ContainerStatus::Exited | ContainerStatus::Created | ContainerStatus::Dead
-            ) {
+            // `on-failure`: a run that ended cleanly (exit 0) is not started again.
+            let finished_cleanly =
+                spec.restart_policy == RestartPolicy::OnFailure && c.exit_code == Some(0);
+            if !finished_cleanly
+                && matches!(
+                    c.status,
+                    ContainerStatus::Exited | ContainerStatus::Created | ContainerStatus::Dead
+                )
+            {
                 tracing::info!(instance_id = %spec.instance_id, "its volumes were unmounted (host reboot?); mounting them and starting it again");
                 out.push(Action::Start {
                     spec: spec.clone(),

@@ -143,6 +143,10 @@ impl VmHalf {
                 continue;
             }
             let new_ask = spec.change_generation > acted.get(id);
+            if spec.desired == RunState::Running {
+                // A stop timer belongs to one stop: a later stop starts with ACPI again.
+                self.stopping.remove(id);
+            }
             let result = match (spec.desired, dom.map(|d| d.state)) {
                 (RunState::Running, None) => {
                     if self.seen.contains(id)

@@ -99,6 +99,15 @@ impl VmFiles {
         &self.dir
     }
 
+    /// This node's own subdirectory: agents sharing a VM directory (and a libvirtd) never see,
+    /// or clean up, each other's files.
+    pub fn for_node(&self, node_id: &str) -> Self {
+        match safe_id(node_id) {
+            Ok(n) => Self::new(self.dir.join(n)),
+            Err(_) => self.clone(),
+        }
+    }
+
     pub fn paths(&self, instance_id: &str) -> Result<VmPaths, VmError> {
         let d = self.dir.join(safe_id(instance_id)?);
         Ok(VmPaths {
@@ -122,11 +131,15 @@ impl VmFiles {
             .await
             .map_err(io(format!("creating {}", dir.display())))?;
         if tokio::fs::metadata(&p.root_disk).await.is_err() {
-            if tokio::fs::metadata(&image.path).await.is_err() {
-                return Err(VmError::Invalid(format!(
-                    "image {}: its file {} is not on this node",
-                    image.image_id, image.path
-                )));
+            for (what, f) in [
+                ("file", &image.path),
+                ("kernel", &image.kernel),
+                ("initrd", &image.initrd),
+            ] {
+                if f.is_empty() && what != "file" {
+                    continue;
+                }
+                self.check_image_file(&image.image_id, what, f).await?;
             }
             let format = if image.format == "raw" {
                 "raw"
@@ -161,6 +174,21 @@ impl VmFiles {
         Ok(p)
     }
 
+    /// An image file must be a regular file (no device, no symlink) outside the VM directory
+    /// (never another VM's disk).
+    async fn check_image_file(&self, image: &str, what: &str, f: &str) -> Result<(), VmError> {
+        let meta = tokio::fs::symlink_metadata(f).await.map_err(|_| {
+            VmError::Invalid(format!("image {image}: its {what} {f} is not on this node"))
+        })?;
+        let inside = Path::new(f).starts_with(&self.dir);
+        if !meta.is_file() || inside {
+            return Err(VmError::Invalid(format!(
+                "image {image}: its {what} {f} is not a regular file outside the VM directory"
+            )));
+        }
+        Ok(())
+    }
+
     async fn write_seed(&self, dir: &Path, iso: &Path, seed: &Seed) -> Result<(), VmError> {
         let src = dir.join("seed");
         tokio::fs::create_dir_all(&src)
@@ -181,6 +209,11 @@ impl VmFiles {
                 .map_err(io(format!("writing the seed's {name}")))?;
         }
         let tmp = dir.join("seed.iso.tmp");
+        // user-data may hold secrets: nobody but root (and QEMU, which libvirt grants) reads it.
+        if let Ok(f) = std::fs::File::create(&tmp) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
+        }
         let result = run(
             "genisoimage",
             &[

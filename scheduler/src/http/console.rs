@@ -15,6 +15,9 @@ use axum::response::Response;
 use cloud_api::{InstanceId, NodeId};
 use std::sync::Arc;
 
+/// Largest WebSocket message from a console client.
+const MAX_INPUT: usize = 64 * 1024;
+
 pub async fn console(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
@@ -44,7 +47,12 @@ pub async fn console(
         .open_console_stream(node, InstanceId(inst.id))
         .map_err(|e| Error::Unavailable(format!("console of {:?}: {e}", inst.name)))?;
     tracing::info!(instance = %inst.id, request_id, "console opened");
-    Ok(ws.on_upgrade(move |socket| relay(app, request_id, rx, socket)))
+    // Small messages only: each becomes one message on the node's session, which must never
+    // approach its 4 MiB limit (VNC clients send a few bytes at a time).
+    Ok(ws
+        .max_message_size(MAX_INPUT)
+        .max_frame_size(MAX_INPUT)
+        .on_upgrade(move |socket| relay(app, request_id, rx, socket)))
 }
 
 async fn relay(

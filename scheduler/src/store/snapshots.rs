@@ -246,13 +246,17 @@ impl Store {
                 (_, Some(SnapshotSeen::Failed(r))) => ("failed", Some(r.as_str())),
             };
             if status != want || reason.as_deref() != want_reason {
+                // Only if nothing changed since the read (a delete accepted meanwhile wins).
                 on_pool!(self, p => sqlx::query(
-                    "UPDATE snapshots SET status = $2, status_reason = $3, updated_at = $4 WHERE id = $1",
+                    "UPDATE snapshots SET status = $2, status_reason = $3, updated_at = $4
+                     WHERE id = $1 AND status = $5 AND change_generation <= $6",
                 )
                 .bind(id)
                 .bind(want)
                 .bind(want_reason)
                 .bind(now)
+                .bind(&status)
+                .bind(applied)
                 .execute(p)
                 .await
                 .map(|_| ())?);
