@@ -27,6 +27,7 @@ pub fn desired_from_pb(d: pb::DesiredState) -> DesiredState {
             .map(|s| crate::model::SnapshotSpec {
                 snapshot_id: s.snapshot_id.clone(),
                 volume_id: s.volume_id.clone(),
+                take: s.take,
             })
             .collect(),
         delete_snapshots: d.delete_snapshots.clone(),

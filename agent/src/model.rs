@@ -122,6 +122,8 @@ pub struct VolumeSpec {
 pub struct SnapshotSpec {
     pub snapshot_id: String,
     pub volume_id: String,
+    /// Take it when missing (only while it is being created).
+    pub take: bool,
 }
 
 /// What the agent sees of one snapshot (state as for volumes).

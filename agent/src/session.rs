@@ -527,21 +527,27 @@ impl<'a> SessionState<'a> {
                 self.streams.insert(request_id, handle);
             }
             Some(scheduler_message::Msg::StreamInput(i)) => {
-                let full = match self.inputs.get(&i.request_id) {
-                    Some(tx) => tx.try_send(bytes::Bytes::from(i.data)).is_err(),
-                    None => false, // ended meanwhile
+                let error = match self.inputs.get(&i.request_id) {
+                    Some(tx) => match tx.try_send(bytes::Bytes::from(i.data)) {
+                        Ok(()) => return Ok(()),
+                        // The console is not keeping up with its user: end it (bounded memory).
+                        Err(_) => "console input overflow: the user sent faster than the VM reads",
+                    },
+                    // Ended meanwhile, or begun in an earlier session of this agent.
+                    None => "no such console stream on this node",
                 };
-                if full {
-                    // The console is not keeping up with its user: end it (bounded memory).
-                    tracing::info!(
-                        request_id = i.request_id,
-                        "console input queue full; closing the console"
-                    );
-                    self.inputs.remove(&i.request_id);
-                    if let Some(h) = self.streams.remove(&i.request_id) {
-                        h.abort();
-                    }
+                tracing::info!(request_id = i.request_id, error, "closing console stream");
+                self.inputs.remove(&i.request_id);
+                if let Some(h) = self.streams.remove(&i.request_id) {
+                    h.abort();
                 }
+                let chunk = LogChunk {
+                    request_id: i.request_id,
+                    data: Vec::new(),
+                    eof: true,
+                    error: error.to_owned(),
+                };
+                return self.send(msg(agent_message::Msg::LogChunk(chunk))).await;
             }
             Some(scheduler_message::Msg::StreamRequest(r)) => {
                 if r.kind != StreamKind::Logs as i32 {

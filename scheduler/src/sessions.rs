@@ -122,11 +122,30 @@ impl Sessions {
 
     /// Removes the session if it is still the current one of its node.
     pub fn detach(&self, ticket: &SessionTicket) {
-        let mut nodes = lock(&self.nodes);
-        if let Some(live) = nodes.get_mut(&ticket.node)
-            && live.slot.as_ref().is_some_and(|s| s.id == ticket.id)
-        {
-            live.slot = None;
+        let detached = {
+            let mut nodes = lock(&self.nodes);
+            match nodes.get_mut(&ticket.node) {
+                Some(live) if live.slot.as_ref().is_some_and(|s| s.id == ticket.id) => {
+                    live.slot = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if detached {
+            // The agent forgot its streams with the session: end their waiters (a console
+            // WebSocket is closed with the reason instead of hanging).
+            lock(&self.streams).retain(|_, w| {
+                if w.node != ticket.node {
+                    return true;
+                }
+                let _ = w.tx.try_send(pb::LogChunk {
+                    eof: true,
+                    error: "the node's session ended".into(),
+                    ..Default::default()
+                });
+                false
+            });
         }
     }
 

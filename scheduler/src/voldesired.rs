@@ -43,6 +43,7 @@ fn snapshots(rows: Vec<NodeSnapshotRow>) -> (Vec<pb::SnapshotSpec>, Vec<String>)
             keep.push(pb::SnapshotSpec {
                 snapshot_id: id.to_string(),
                 volume_id: volume.to_string(),
+                take: status == "creating",
             });
         }
     }
@@ -145,6 +146,7 @@ mod tests {
         assert_eq!(keep.len(), 1);
         assert_eq!(keep[0].snapshot_id, a.to_string());
         assert_eq!(keep[0].volume_id, v.to_string());
+        assert!(!keep[0].take, "an available snapshot is never re-taken");
         assert_eq!(delete, vec![b.to_string()]);
     }
 }

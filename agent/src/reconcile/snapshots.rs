@@ -12,18 +12,18 @@ use tokio::time::Instant;
 
 /// The snapshots a desired document asks for, and the ones it asks to delete.
 pub(super) struct SnapshotAsks<'a> {
-    /// Snapshot id → the volume it is taken of.
-    want: BTreeMap<&'a str, &'a str>,
+    /// Snapshot id → (the volume it is taken of, whether to take it when missing).
+    want: BTreeMap<&'a str, (&'a str, bool)>,
     /// Not also wanted (a snapshot both wanted and to be deleted is kept).
     delete: Vec<&'a str>,
 }
 
 impl<'a> SnapshotAsks<'a> {
     pub(super) fn of(desired: &'a DesiredState) -> Self {
-        let want: BTreeMap<&str, &str> = desired
+        let want: BTreeMap<&str, (&str, bool)> = desired
             .snapshots
             .iter()
-            .map(|s| (s.snapshot_id.as_str(), s.volume_id.as_str()))
+            .map(|s| (s.snapshot_id.as_str(), (s.volume_id.as_str(), s.take)))
             .collect();
         let mut delete: Vec<&str> = desired
             .delete_snapshots
@@ -46,7 +46,7 @@ impl<'a> SnapshotAsks<'a> {
         let mut out: Vec<SnapshotObservation> = self
             .want
             .iter()
-            .map(|(s, v)| failed(s, v, 0, reason.to_owned()))
+            .map(|(s, (v, _))| failed(s, v, 0, reason.to_owned()))
             .chain(
                 self.delete
                     .iter()
@@ -69,12 +69,13 @@ pub(super) async fn converge(
     let present: BTreeMap<&str, &SnapshotInfo> =
         listed.iter().map(|s| (s.snapshot_id.as_str(), s)).collect();
     let mut acted = false;
-    for (&snap, &volume) in &asks.want {
+    for (&snap, &(volume, take)) in &asks.want {
         if present.contains_key(snap) {
             state.failures.remove(snap);
             continue;
         }
-        if state.throttled(snap, &Ask::Snapshot, now) {
+        // Taken earlier and gone since: reported lost, never re-taken from newer data.
+        if !take || state.throttled(snap, &Ask::Snapshot, now) {
             continue;
         }
         acted = true;
@@ -107,7 +108,7 @@ pub(super) fn observe(
     let mut out: BTreeMap<&str, SnapshotObservation> = BTreeMap::new();
     let present: BTreeMap<&str, &SnapshotInfo> =
         listed.iter().map(|s| (s.snapshot_id.as_str(), s)).collect();
-    for (&snap, &volume) in &asks.want {
+    for (&snap, &(volume, take)) in &asks.want {
         let obs = match present.get(snap) {
             Some(s) => SnapshotObservation {
                 snapshot_id: snap.to_owned(),
@@ -117,10 +118,11 @@ pub(super) fn observe(
                 reason: String::new(),
             },
             None => {
-                let reason = state
-                    .failures
-                    .get(snap)
-                    .map_or_else(|| "snapshot not taken yet".to_owned(), |f| f.reason.clone());
+                let reason = match state.failures.get(snap) {
+                    Some(f) => f.reason.clone(),
+                    None if take => "snapshot not taken yet".to_owned(),
+                    None => "snapshot lost: it is no longer on this node".to_owned(),
+                };
                 failed(snap, volume, 0, reason)
             }
         };

@@ -526,6 +526,7 @@ fn snap(id: &str, volume: &str) -> crate::model::SnapshotSpec {
     crate::model::SnapshotSpec {
         snapshot_id: id.into(),
         volume_id: volume.into(),
+        take: true,
     }
 }
 
@@ -774,4 +775,26 @@ async fn after_a_host_reboot_volumes_are_mounted_again_and_always_instances_rest
     f.rt.clear_calls();
     f.pass().await;
     assert!(f.rt.calls().is_empty(), "{:?}", f.rt.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_lost_after_it_was_taken_is_reported_not_retaken() {
+    let mut f = Fixture::new(FakeVolumes::new(POOL));
+    f.apply(vec![vol(A, 100)], &[]).await;
+    f.apply_all(vec![vol(A, 100)], vec![snap(SNAP, A)], &[], vec![])
+        .await;
+    // Taken; the scheduler now sends it as existing (take: false). It vanishes on the node.
+    f.fake.delete_snapshot(SNAP).await.unwrap();
+    f.backend.take();
+    let existing = crate::model::SnapshotSpec {
+        take: false,
+        ..snap(SNAP, A)
+    };
+    let o = f
+        .apply_all(vec![vol(A, 100)], vec![existing], &[], vec![])
+        .await;
+    assert!(!f.backend.take().contains(&"snapshot"), "not re-taken");
+    let s = snap_obs(&o, SNAP);
+    assert_eq!(s.state, VolumeState::Failed);
+    assert!(s.reason.contains("lost"), "{}", s.reason);
 }

@@ -63,8 +63,12 @@ impl Store {
     ) -> StoreResult<()> {
         let now = Utc::now();
         let node = in_tx!(self, tx => {
+            // An UPDATE that changes nothing, to lock the volume row first (PostgreSQL: a
+            // concurrent delete of the volume waits for this transaction; SQLite transactions
+            // are serialised anyway).
             let row: Option<(Option<Uuid>, i64, String)> = sqlx::query_as(
-                "SELECT node_id, size_gb, status FROM volumes WHERE project_id = $1 AND id = $2",
+                "UPDATE volumes SET updated_at = updated_at WHERE project_id = $1 AND id = $2
+                 RETURNING node_id, size_gb, status",
             )
             .bind(project.0)
             .bind(volume.0)
@@ -152,8 +156,10 @@ impl Store {
     pub async fn snapshot_delete(&self, project: ProjectId, id: SnapshotId) -> StoreResult<()> {
         let now = Utc::now();
         let node = in_tx!(self, tx => {
+            // Lock the snapshot row first: a restore from it (`volume_insert`) locks it too.
             let row: Option<(Option<Uuid>, String)> = sqlx::query_as(
-                "SELECT node_id, status FROM snapshots WHERE project_id = $1 AND id = $2",
+                "UPDATE snapshots SET updated_at = updated_at WHERE project_id = $1 AND id = $2
+                 RETURNING node_id, status",
             )
             .bind(project.0)
             .bind(id.0)

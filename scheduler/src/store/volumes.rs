@@ -94,8 +94,11 @@ impl Store {
             }
             if let Some(snap) = v.source_snapshot_id {
                 // A restore: its snapshot must still be there (not being deleted).
+                // Locks the snapshot row: a concurrent delete of it waits, then sees this
+                // restore.
                 let status: Option<(String,)> = sqlx::query_as(
-                    "SELECT status FROM snapshots WHERE id = $1 AND project_id = $2 AND node_id = $3",
+                    "UPDATE snapshots SET updated_at = updated_at
+                     WHERE id = $1 AND project_id = $2 AND node_id = $3 RETURNING status",
                 )
                 .bind(snap)
                 .bind(v.project_id)
@@ -339,7 +342,8 @@ impl Store {
         let now = Utc::now();
         let node = in_tx!(self, tx => {
             let row: Option<(Option<Uuid>, String)> = sqlx::query_as(
-                "SELECT node_id, status FROM volumes WHERE project_id = $1 AND id = $2",
+                "UPDATE volumes SET updated_at = updated_at WHERE project_id = $1 AND id = $2
+                 RETURNING node_id, status",
             )
             .bind(project.0)
             .bind(id.0)
