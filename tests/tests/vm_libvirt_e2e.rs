@@ -307,6 +307,40 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
     let (s, m) = status(client.instance_console("ghost").await);
     assert_eq!(s, 404, "{m}");
 
+    // libvirtd restarts under the agent (an upgrade, a crash): the guest keeps running and
+    // the agent reconnects, so stopping and deleting below still work.
+    let _ = Command::new("pkill").args(["-x", "libvirtd"]).status();
+    wait_for("libvirtd gone", Duration::from_secs(30), || async {
+        (!Command::new("pgrep")
+            .args(["-x", "libvirtd"])
+            .status()
+            .unwrap()
+            .success())
+        .then_some(())
+    })
+    .await;
+    assert!(
+        Command::new("libvirtd")
+            .arg("-d")
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("libvirtd back", Duration::from_secs(30), || async {
+        Command::new("virsh")
+            .args(["-c", "qemu:///system", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        client.instance_get("tiny-1").await.unwrap().status,
+        InstanceStatus::Running,
+        "still running across the libvirtd restart"
+    );
+
     // Stop: ACPI is ignored by this guest, so the domain is destroyed after 3 s.
     client.instance_stop("tiny-1").await.unwrap();
     c.wait_instance("tiny-1", InstanceStatus::Stopped).await;

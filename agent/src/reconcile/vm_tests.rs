@@ -315,3 +315,26 @@ async fn another_nodes_domains_are_never_touched() {
     assert!(o.instance("theirs").is_none());
     assert!(f.hv.xml_of("tc-vm-v1").unwrap().contains("node='node-a'"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_libvirtd_keeps_the_last_known_states_and_acts_on_nothing() {
+    if !tools_present() {
+        return;
+    }
+    let mut f = Fixture::new();
+    f.apply(vec![f.vm("v1", RunState::Running, 1, RestartPolicy::Never)])
+        .await;
+    f.hv.take_calls();
+    f.hv.fail_next(crate::vm::VmError::Libvirt("socket gone".into()));
+    let o = f
+        .apply(vec![
+            f.vm("v1", RunState::Running, 1, RestartPolicy::Never),
+            f.vm("v2", RunState::Running, 2, RestartPolicy::Never),
+        ])
+        .await;
+    assert!(f.hv.take_calls().is_empty(), "nothing acted on blind");
+    assert_eq!(state(&o, "v1").0, InstanceState::Running, "last known");
+    let (s, reason) = state(&o, "v2");
+    assert_eq!(s, InstanceState::Starting);
+    assert!(reason.contains("libvirt unreachable"), "{reason}");
+}

@@ -113,15 +113,24 @@ impl VmHalf {
         let domains = match hv.list().await.map(&own) {
             Ok(d) => d,
             Err(e) => {
-                let reason = format!("cannot list libvirt domains: {e}");
+                // libvirtd away for a moment (restart, upgrade): the guests keep running, so the
+                // last observation stands; VMs never seen yet wait. Nothing is acted on.
+                tracing::warn!(error = %e, "cannot list libvirt domains; VM states are the last known");
+                let reason = format!("libvirt unreachable: {e}");
+                let last: HashMap<String, InstanceObservation> = std::mem::take(&mut self.observed)
+                    .into_iter()
+                    .map(|o| (o.instance_id.clone(), o))
+                    .collect();
                 self.observed = specs
                     .iter()
                     .map(|s| {
-                        InstanceObservation::new(
-                            &s.instance_id,
-                            InstanceState::Failed,
-                            reason.clone(),
-                        )
+                        last.get(&s.instance_id).cloned().unwrap_or_else(|| {
+                            InstanceObservation::new(
+                                &s.instance_id,
+                                InstanceState::Starting,
+                                reason.clone(),
+                            )
+                        })
                     })
                     .collect();
                 return;

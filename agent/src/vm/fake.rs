@@ -99,7 +99,10 @@ impl Hypervisor for FakeHypervisor {
     }
 
     async fn list(&self) -> Result<Vec<DomainInfo>, VmError> {
-        let st = self.lock();
+        let mut st = self.lock();
+        if let Some(e) = st.fail_next.take() {
+            return Err(e);
+        }
         Ok(st
             .domains
             .iter()

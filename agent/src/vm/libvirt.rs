@@ -11,7 +11,9 @@ use virt::error::ErrorNumber;
 
 /// libvirt at a URI (`qemu:///system` on nodes, `test:///default` in unit tests).
 pub struct LibvirtHypervisor {
-    conn: Arc<Connect>,
+    /// Re-opened when libvirtd went away and came back (its restart must not leave every VM
+    /// of the node failed until the agent restarts).
+    conn: std::sync::RwLock<Arc<Connect>>,
     uri: String,
     virt_type: VirtType,
 }
@@ -47,7 +49,7 @@ impl LibvirtHypervisor {
         let virt_type = match virt_type {
             Some(t) => t,
             None => {
-                let c = conn.clone();
+                let c = Arc::clone(&conn);
                 let kvm_offered = tokio::task::spawn_blocking(move || {
                     c.get_domain_capabilities(None, Some("x86_64"), None, Some("kvm"), 0)
                         .is_ok()
@@ -63,7 +65,7 @@ impl LibvirtHypervisor {
         };
         tracing::info!(uri, virt_type = virt_type.as_str(), "connected to libvirt");
         Ok(Self {
-            conn,
+            conn: std::sync::RwLock::new(conn),
             uri: uri.to_owned(),
             virt_type,
         })
@@ -73,15 +75,38 @@ impl LibvirtHypervisor {
         &self.uri
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    fn current(&self) -> Arc<Connect> {
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` with the connection on the blocking pool. When the connection is dead
+    /// (libvirtd restarted), it is re-opened first; the call fails if that fails.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connect) -> Result<T, VmError> + Send + 'static,
     ) -> Result<T, VmError> {
-        let c = self.conn.clone();
-        tokio::task::spawn_blocking(move || f(&c))
-            .await
-            .map_err(|e| VmError::Libvirt(format!("libvirt call panicked or was cancelled: {e}")))?
+        let c = self.current();
+        let uri = self.uri.clone();
+        let (result, reopened) = tokio::task::spawn_blocking(move || {
+            if c.is_alive().unwrap_or(false) {
+                return (f(&c), None);
+            }
+            tracing::warn!(uri = %uri, "libvirt connection lost; reconnecting");
+            match Connect::open(Some(&uri)) {
+                Ok(fresh) => {
+                    let fresh = Arc::new(fresh);
+                    (f(&fresh), Some(fresh))
+                }
+                Err(e) => (Err(err(e)), None),
+            }
+        })
+        .await
+        .map_err(|e| VmError::Libvirt(format!("libvirt call panicked or was cancelled: {e}")))?;
+        if let Some(fresh) = reopened {
+            tracing::info!(uri = %self.uri, "reconnected to libvirt");
+            *self.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
+        result
     }
 
     /// Looks a domain up and runs `f` on it.

@@ -1,6 +1,7 @@
 //! Domain XML from an instance's VM spec: vCPUs, memory, machine type, `kvm` or `qemu`
 //! (TCG), ACPI on (libvirt 9 with QEMU 10 needs it), the root disk (a qcow2 overlay), the
-//! cloud-init seed as a CD-ROM, volumes as virtio disks, the serial console into a log file,
+//! cloud-init seed as a CD-ROM, volumes as virtio disks, the serial console into a log file
+//! (rotated by virtlogd),
 //! VNC on 127.0.0.1 only with a per-domain password, and our metadata (instance id).
 //!
 //! Every value is XML-escaped; paths are the agent's own.
@@ -124,9 +125,11 @@ pub fn domain_xml(p: &DomainParams) -> String {
             path(seed)
         );
     }
+    // A pty whose output virtlogd also writes to the log file, rotating it (virtlogd's
+    // max_size/max_backups, 2 MiB × 3 by default): a chatty guest cannot fill the disk.
     let _ = writeln!(
         x,
-        "    <serial type='file'><source path='{}'/><target port='0'/></serial>",
+        "    <serial type='pty'><log file='{}' append='on'/><target port='0'/></serial>",
         path(&p.serial_log)
     );
     let _ = writeln!(
