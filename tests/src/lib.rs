@@ -79,6 +79,24 @@ impl Cluster {
         }
     }
 
+    /// A new API key of the default project **without** operator rights (what a tenant gets).
+    pub async fn member_key(&self) -> String {
+        let app = &self.running().app;
+        let (prefix, key) = cloud_scheduler::secrets::new_api_key();
+        app.store
+            .api_key_insert(&cloud_scheduler::store::NewApiKey {
+                id: cloud_api::ids::ApiKeyId::new(),
+                project_id: app.default_project,
+                name: "member".into(),
+                prefix,
+                secret_hash: cloud_scheduler::secrets::sha256(&key),
+                is_admin: false,
+            })
+            .await
+            .expect("member key");
+        key
+    }
+
     pub fn running(&self) -> &Running {
         self.scheduler.as_ref().expect("scheduler is running")
     }

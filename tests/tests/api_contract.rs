@@ -503,3 +503,30 @@ async fn lists_page_with_a_stable_cursor() {
     }
     assert_eq!(seen, created, "every item once, in creation order");
 }
+
+#[tokio::test]
+async fn only_operators_register_or_remove_images() {
+    let c = Cluster::start().await;
+    let admin = c.client();
+    let member = cloud_api::Client::new(&c.http_url(), Some(c.member_key().await)).unwrap();
+    let req = cloud_api::CreateImageRequest {
+        name: "debian".into(),
+        path: "/var/lib/images/debian.qcow2".into(),
+        format: cloud_api::ImageFormat::Qcow2,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+    };
+    let e = member.image_create(&req).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(e.to_string().contains("operator"), "{e}");
+    admin.image_create(&req).await.unwrap();
+    // Tenants may use (list, show) images, not remove them.
+    assert_eq!(member.image_list().await.unwrap().len(), 1);
+    let e = member.image_delete("debian").await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(
+        admin.image_get("debian").await.is_ok(),
+        "the refusal changed nothing"
+    );
+}
