@@ -314,6 +314,25 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     let volumes = volume_backend(&args)?;
     let node_vms = vms(&args).await?;
+    if node_vms.is_some() && args.volume_backend == VolumeBackendKind::File {
+        let images = args
+            .volume_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.clone())
+            .join("volume-images");
+        if let Some(blocked) = images.ancestors().skip(1).find(|a| {
+            std::fs::metadata(a).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o001 == 0
+            })
+        }) {
+            tracing::warn!(
+                dir = %blocked.display(),
+                "VM volumes will fail: QEMU (libvirt's unprivileged user) cannot traverse this directory to reach {}; put --volume-dir somewhere it can (e.g. under /var/lib/libvirt/images)",
+                images.display()
+            );
+        }
+    }
     if let Some(v) = &volumes {
         tracing::info!(backend = v.kind(), "volume backend ready");
     }

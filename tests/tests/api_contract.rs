@@ -221,6 +221,17 @@ async fn bad_input_gets_the_envelope_and_changes_nothing() {
             "command",
         ),
         case(
+            "VM volume at a mount path",
+            post.clone(),
+            "/v1/instances",
+            Some(
+                r#"{"kind":"vm","image":"debian","volumes":[{"volume":"v","mount_path":"/data"}],"cpu_millis":100,"memory_mb":64}"#,
+            ),
+            422,
+            ErrorCode::InvalidRequest,
+            "volumes[0].mount_path",
+        ),
+        case(
             "container with user_data",
             post.clone(),
             "/v1/instances",

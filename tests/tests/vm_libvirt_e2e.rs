@@ -107,14 +107,46 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
         hypervisor: Arc::new(hv),
         files: cloud_agent::vm::VmFiles::new(&vm_dir),
     };
+    // Volume images where QEMU (libvirt's unprivileged user) can reach them.
+    let volumes = cloud_agent::storage::FileBackend::new(cloud_agent::storage::FileBackendConfig {
+        image_dir: vm_dir.join("volume-images"),
+        mount_dir: vm_dir.join("volume-mounts"),
+    })
+    .unwrap();
     let _node = c
         .fake_node_with("hv", |cfg| {
             cfg.vms = Some(vms);
+            cfg.volumes = Some(Arc::new(volumes));
             cfg.reconciler.vm_shutdown_timeout = Duration::from_secs(3);
         })
         .await;
     let client = c.client();
     let node = client.node_get("hv").await.unwrap();
+    wait_for("volume pool reported", Duration::from_secs(15), || {
+        let client = client.clone();
+        async move { client.node_get("hv").await.ok()?.usage?.volume_pool }
+    })
+    .await;
+    for name in ["vm-data", "vm-extra"] {
+        client
+            .volume_create(&cloud_api::CreateVolumeRequest {
+                name: name.into(),
+                size_gb: 1,
+                node: Some("hv".into()),
+                node_selector: Default::default(),
+            })
+            .await
+            .unwrap();
+        let n = name.to_string();
+        wait_for("volume available", Duration::from_secs(30), || {
+            let (client, n) = (client.clone(), n.clone());
+            async move {
+                (client.volume_get(&n).await.ok()?.status == cloud_api::VolumeStatus::Available)
+                    .then_some(())
+            }
+        })
+        .await;
+    }
     assert!(
         node.drivers.iter().any(|d| d == "libvirt"),
         "{:?}",
@@ -198,7 +230,16 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
 
     // Launch: POST → running (domain started) → the guest's marker line.
     let t0 = Instant::now();
-    let inst = client.instance_create(&vm("tiny-1")).await.unwrap();
+    let inst = client
+        .instance_create(&CreateInstanceRequest {
+            volumes: vec![cloud_api::VolumeMount {
+                volume: "vm-data".into(),
+                mount_path: "/dev/vdb".into(),
+            }],
+            ..vm("tiny-1")
+        })
+        .await
+        .unwrap();
     cleanup.1.push(inst.id.to_string());
     let running = c.wait_instance("tiny-1", InstanceStatus::Running).await;
     let to_running = t0.elapsed();
@@ -306,6 +347,47 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
     // Consoles are for running VMs of the caller's project.
     let (s, m) = status(client.instance_console("ghost").await);
     assert_eq!(s, 404, "{m}");
+
+    // Volumes: vm-data is the guest's vdb from the start; vm-extra is hot-plugged as vdc.
+    let blk = |id: String| {
+        let o = Command::new("virsh")
+            .args(["-c", "qemu:///system", "domblklist", &format!("tc-vm-{id}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let data_id = client.volume_get("vm-data").await.unwrap().id;
+    let listed = blk(inst.id.to_string());
+    assert!(
+        listed.contains("vdb") && listed.contains(&format!("vol-{data_id}.raw")),
+        "{listed}"
+    );
+    wait_for("vm-data in use", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            (client.volume_get("vm-data").await.ok()?.status == cloud_api::VolumeStatus::InUse)
+                .then_some(())
+        }
+    })
+    .await;
+    let (s, m) = status(client.volume_attach("vm-extra", "tiny-1", "/data").await);
+    assert_eq!(s, 422, "a VM takes a disk device: {m}");
+    client
+        .volume_attach("vm-extra", "tiny-1", "/dev/vdc")
+        .await
+        .unwrap();
+    let extra_id = client.volume_get("vm-extra").await.unwrap().id;
+    wait_for("vm-extra hot-plugged", Duration::from_secs(30), || {
+        let listed = blk(inst.id.to_string());
+        let want = format!("vol-{extra_id}.raw");
+        async move { (listed.contains("vdc") && listed.contains(&want)).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        client.instance_get("tiny-1").await.unwrap().runtime_id,
+        running.runtime_id,
+        "hot-plugged: the same domain, not recreated"
+    );
 
     // libvirtd restarts under the agent (an upgrade, a crash): the guest keeps running and
     // the agent reconnects, so stopping and deleting below still work.

@@ -277,7 +277,9 @@ impl Reconciler {
         }
         let in_use: BTreeSet<&str> = users.keys().copied().collect();
         self.volumes.converge(&desired, &in_use).await;
-        self.vms.converge(&desired, &mut self.acted).await;
+        self.vms
+            .converge(&desired, &mut self.acted, self.volumes.backend())
+            .await;
         if let Err(e) = self.acted.flush().await {
             tracing::error!(error = %e, "cannot write the reconciler state file");
         }
@@ -291,9 +293,12 @@ impl Reconciler {
         self.net.amend(&desired, &mut observed);
         self.volumes.amend(&mut observed);
         self.vms.amend(&mut observed);
+        let vm_users = self.vms.volume_users();
         for v in &mut observed.volumes {
             if let Some(inst) = users.get(v.volume_id.as_str()) {
                 v.instance_id = (*inst).to_owned();
+            } else if let Some(inst) = vm_users.get(&v.volume_id) {
+                v.instance_id = inst.clone();
             }
         }
         Ok(Some(observed))

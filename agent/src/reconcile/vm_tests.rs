@@ -5,6 +5,7 @@
 use super::*;
 use crate::model::{InstanceState, VmSpec};
 use crate::runtime::FakeRuntime;
+use crate::storage::VolumeBackend;
 use crate::vm::files::VmImage;
 use crate::vm::{DomainState, FakeHypervisor, Hypervisor, VmFiles};
 use tempfile::TempDir;
@@ -337,4 +338,93 @@ async fn an_unreachable_libvirtd_keeps_the_last_known_states_and_acts_on_nothing
     let (s, reason) = state(&o, "v2");
     assert_eq!(s, InstanceState::Starting);
     assert!(reason.contains("libvirt unreachable"), "{reason}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn volumes_are_virtio_disks_attached_at_creation_and_hot_plugged_later() {
+    if !tools_present() {
+        return;
+    }
+    const A: &str = "01a22355-bf78-7117-9e6f-ce93a3165224";
+    const B: &str = "0196f1b8-3c1e-7a4b-8d2f-5e6a7b8c9d0e";
+    let vols = crate::storage::FakeVolumes::new(1 << 30);
+    vols.create(A, 1 << 20).await.unwrap();
+    vols.create(B, 1 << 20).await.unwrap();
+    vols.mount(A).await.unwrap(); // served a container before
+    let hv = FakeHypervisor::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("base.raw"), vec![0u8; 1 << 20]).unwrap();
+    let mut f = Fixture {
+        rec: Fixture::reconciler(&hv, &dir).with_volumes(Arc::new(vols.clone())),
+        hv,
+        dir,
+        generation: 0,
+    };
+    let desired_vols = vec![
+        crate::model::VolumeSpec {
+            volume_id: A.into(),
+            size_bytes: 1 << 20,
+            from_snapshot_id: None,
+        },
+        crate::model::VolumeSpec {
+            volume_id: B.into(),
+            size_bytes: 1 << 20,
+            from_snapshot_id: None,
+        },
+    ];
+    let with = |f: &Fixture, mounts: &[(&str, &str)], cg: u64| {
+        let mut s = f.vm("v1", RunState::Running, cg, RestartPolicy::Never);
+        s.mounts = mounts
+            .iter()
+            .map(|(v, p)| ((*v).into(), (*p).into()))
+            .collect();
+        s
+    };
+    let apply = async |f: &mut Fixture, spec: InstanceSpec| {
+        f.generation += 1;
+        let d = DesiredState {
+            generation: f.generation,
+            instances: vec![spec],
+            volumes: desired_vols.clone(),
+            ..Default::default()
+        };
+        assert!(f.rec.set_desired(Arc::new(d)));
+        f.pass().await
+    };
+    // At creation: a disk in the definition, unmounted from the host first.
+    let spec = with(&f, &[(A, "/dev/vdb")], 1);
+    apply(&mut f, spec).await;
+    let xml = f.hv.xml_of("tc-vm-v1").unwrap();
+    assert!(xml.contains("<target dev='vdb' bus='virtio'/>"), "{xml}");
+    assert!(
+        !vols.mounted(A).await.unwrap(),
+        "QEMU is the volume's only user"
+    );
+    let o = f.pass().await;
+    assert_eq!(
+        o.volumes
+            .iter()
+            .find(|v| v.volume_id == A)
+            .map(|v| v.instance_id.as_str()),
+        Some("v1"),
+        "reported in use by the VM: {:?}",
+        o.volumes
+    );
+    f.hv.take_calls();
+    // Attached to the running VM: hot-plugged; detached: unplugged.
+    let spec = with(&f, &[(A, "/dev/vdb"), (B, "/dev/vdc")], 1);
+    apply(&mut f, spec).await;
+    assert_eq!(f.hv.take_calls(), vec!["attach_disk tc-vm-v1"]);
+    assert!(f.hv.xml_of("tc-vm-v1").unwrap().contains("dev='vdc'"));
+    let spec = with(&f, &[(B, "/dev/vdc")], 1);
+    apply(&mut f, spec).await;
+    assert_eq!(f.hv.take_calls(), vec!["detach_disk tc-vm-v1"]);
+    let xml = f.hv.xml_of("tc-vm-v1").unwrap();
+    assert!(
+        !xml.contains("dev='vdb'") && xml.contains("dev='vdc'"),
+        "{xml}"
+    );
+    // Converged: nothing more.
+    f.pass().await;
+    assert!(f.hv.take_calls().is_empty());
 }

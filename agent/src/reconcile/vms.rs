@@ -10,8 +10,9 @@ use crate::model::{
     DesiredState, InstanceObservation, InstanceSpec, InstanceState, ObservedState, RestartPolicy,
     RunState,
 };
+use crate::storage::VolumeBackend;
 use crate::vm::files::{Seed, VmFiles};
-use crate::vm::xml::{DomainParams, domain_xml};
+use crate::vm::xml::{DomainParams, disk_xml, domain_xml};
 use crate::vm::{DomainInfo, DomainState, Hypervisor, domain_name, instance_of};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -34,6 +35,8 @@ pub(super) struct VmHalf {
     stopping: HashMap<String, Instant>,
     /// Instances whose domain this process has seen (a vanished one is then noticed).
     seen: HashSet<String>,
+    /// Volume id → the instance whose domain has it attached (after the last pass).
+    users: HashMap<String, String>,
     observed: Vec<InstanceObservation>,
 }
 
@@ -67,6 +70,7 @@ impl VmHalf {
             failures: HashMap::new(),
             stopping: HashMap::new(),
             seen: HashSet::new(),
+            users: HashMap::new(),
             observed: Vec::new(),
         }
     }
@@ -88,7 +92,17 @@ impl VmHalf {
         );
     }
 
-    pub(super) async fn converge(&mut self, desired: &DesiredState, acted: &mut ActedStore) {
+    /// Volume id → instance, for the volumes attached to this node's VMs.
+    pub(super) fn volume_users(&self) -> &HashMap<String, String> {
+        &self.users
+    }
+
+    pub(super) async fn converge(
+        &mut self,
+        desired: &DesiredState,
+        acted: &mut ActedStore,
+        volumes: Option<Arc<dyn VolumeBackend>>,
+    ) {
         let specs: Vec<&InstanceSpec> = desired.instances.iter().filter(|s| is_vm(s)).collect();
         let wanted: HashSet<&str> = specs.iter().map(|s| s.instance_id.as_str()).collect();
         self.failures.retain(|id, _| wanted.contains(id.as_str()));
@@ -175,7 +189,8 @@ impl VmHalf {
                     }
                     changed = true;
                     acted.mark(id, spec.change_generation);
-                    self.create(hv.as_ref(), &files, spec).await
+                    self.create(hv.as_ref(), &files, volumes.as_deref(), spec)
+                        .await
                 }
                 (RunState::Running, Some(DomainState::ShutOff | DomainState::Crashed)) => {
                     let crashed = dom.is_some_and(|d| d.state == DomainState::Crashed);
@@ -228,6 +243,24 @@ impl VmHalf {
                 }
             }
         }
+        // Volumes: attach what is missing (hot-plug when running), detach what is gone.
+        let mut users = HashMap::new();
+        for spec in &specs {
+            let id = spec.instance_id.as_str();
+            if !by_instance.contains_key(id) {
+                continue;
+            }
+            match self.sync_disks(hv.as_ref(), volumes.as_deref(), spec).await {
+                Ok(attached) => {
+                    changed |= attached.1;
+                    for v in attached.0 {
+                        users.insert(v, id.to_owned());
+                    }
+                }
+                Err(reason) => self.fail(spec, reason),
+            }
+        }
+        self.users = users;
         // Domains (and files) no instance wants.
         for d in &domains {
             let Some(id) = instance_of(&d.name) else {
@@ -272,6 +305,7 @@ impl VmHalf {
         &self,
         hv: &dyn Hypervisor,
         files: &VmFiles,
+        volumes: Option<&dyn VolumeBackend>,
         spec: &InstanceSpec,
     ) -> Result<(), String> {
         let id = spec.instance_id.as_str();
@@ -290,6 +324,7 @@ impl VmHalf {
             user_data: vm.user_data.clone(),
             network_config: "version: 2\n".into(),
         };
+        let disks = volume_disks(volumes, spec).await?;
         let paths = files
             .prepare(&vm.image, vm.disk_gb.max(1), &seed)
             .await
@@ -311,7 +346,7 @@ impl VmHalf {
             machine: "pc".into(),
             root_disk: paths.root_disk,
             seed_iso: Some(paths.seed_iso),
-            volumes: Vec::new(),
+            volumes: disks,
             kernel,
             serial_log: paths.serial_log,
             vnc_password: vnc_password(),
@@ -323,6 +358,51 @@ impl VmHalf {
             return Err(format!("starting the domain: {e}"));
         }
         Ok(())
+    }
+
+    /// Makes the domain's volume disks match the spec's mounts; returns the volumes attached as
+    /// wanted, and whether anything changed.
+    async fn sync_disks(
+        &self,
+        hv: &dyn Hypervisor,
+        volumes: Option<&dyn VolumeBackend>,
+        spec: &InstanceSpec,
+    ) -> Result<(Vec<String>, bool), String> {
+        let name = domain_name(&spec.instance_id);
+        let current = hv.disks(&name).await.map_err(|e| e.to_string())?;
+        if current.is_empty() && spec.mounts.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let wanted = volume_disks(volumes, spec).await?;
+        let mut changed = false;
+        for (dev, src) in &current {
+            if !wanted
+                .iter()
+                .any(|(p, d)| d == dev && p.as_os_str() == src.as_str())
+            {
+                tracing::info!(instance_id = %spec.instance_id, dev = %dev, "detaching volume from VM");
+                hv.detach_disk(&name, &disk_xml(std::path::Path::new(src), dev))
+                    .await
+                    .map_err(|e| format!("detaching {dev}: {e}"))?;
+                changed = true;
+            }
+        }
+        for (p, dev) in &wanted {
+            if !current
+                .iter()
+                .any(|(d, s)| d == dev && p.as_os_str() == s.as_str())
+            {
+                tracing::info!(instance_id = %spec.instance_id, dev = %dev, "attaching volume to VM");
+                hv.attach_disk(&name, &disk_xml(p, dev))
+                    .await
+                    .map_err(|e| format!("attaching {dev}: {e}"))?;
+                changed = true;
+            }
+        }
+        Ok((
+            spec.mounts.iter().map(|(v, _)| v.clone()).collect(),
+            changed,
+        ))
     }
 
     fn observe(&self, specs: &[&InstanceSpec], domains: &[DomainInfo]) -> Vec<InstanceObservation> {
@@ -397,4 +477,35 @@ impl VmHalf {
             .instances
             .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     }
+}
+
+/// (image file or block device, guest device) of a VM spec's volumes. Each is unmounted from
+/// the host first (it may have served a container before): QEMU must be its only user.
+async fn volume_disks(
+    volumes: Option<&dyn VolumeBackend>,
+    spec: &InstanceSpec,
+) -> Result<Vec<(std::path::PathBuf, String)>, String> {
+    if spec.mounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = volumes.ok_or_else(|| super::volumes::NO_BACKEND.to_owned())?;
+    let mut out = Vec::with_capacity(spec.mounts.len());
+    for (volume, path) in &spec.mounts {
+        let dev = path
+            .strip_prefix("/dev/")
+            .filter(|d| d.len() == 3 && d.starts_with("vd") && *d != "vda")
+            .ok_or_else(|| {
+                format!("volume {volume}: {path:?} is not a VM disk device (/dev/vdb…)")
+            })?;
+        backend
+            .unmount(volume)
+            .await
+            .map_err(|e| format!("volume {volume}: {e}"))?;
+        let info = backend
+            .get(volume)
+            .await
+            .map_err(|e| format!("volume {volume}: {e}"))?;
+        out.push((info.path, dev.to_owned()));
+    }
+    Ok(out)
 }

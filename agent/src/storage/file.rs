@@ -80,19 +80,26 @@ fn remove_if_exists(path: &Path) -> Result<(), StorageError> {
 }
 
 impl FileBackend {
-    /// Creates both directories (0700) if needed and removes leftovers of interrupted calls.
+    /// Creates both directories if needed and removes leftovers of interrupted calls. The
+    /// mount directory is 0700; the image directory 0711: traversable, so that QEMU (libvirt's
+    /// unprivileged user, which libvirt hands a VM's volume file to) can open a file it is
+    /// given, but not listable (the image files themselves stay 0600).
     pub fn new(config: FileBackendConfig) -> Result<Self, StorageError> {
+        use std::os::unix::fs::PermissionsExt;
         let mut b = fs::DirBuilder::new();
-        b.recursive(true).mode(0o700);
-        let mut dirs = [config.image_dir, config.mount_dir];
-        for d in &mut dirs {
-            b.create(&*d)
+        b.recursive(true);
+        let mut dirs = [(config.image_dir, 0o711), (config.mount_dir, 0o700)];
+        for (d, mode) in &mut dirs {
+            b.mode(*mode)
+                .create(&*d)
                 .map_err(io_err(format_args!("creating {}", d.display())))?;
+            fs::set_permissions(&*d, fs::Permissions::from_mode(*mode))
+                .map_err(io_err(format_args!("setting the mode of {}", d.display())))?;
             // Loop devices report their backing file by its canonical path.
             *d =
                 fs::canonicalize(&*d).map_err(io_err(format_args!("resolving {}", d.display())))?;
         }
-        let [image_dir, mount_dir] = dirs;
+        let [(image_dir, _), (mount_dir, _)] = dirs;
         let backend = Self {
             image_dir,
             mount_dir,

@@ -170,6 +170,35 @@ impl Hypervisor for FakeHypervisor {
         Ok(())
     }
 
+    async fn disks(&self, name: &str) -> Result<Vec<(String, String)>, VmError> {
+        let st = self.lock();
+        let (_, xml) = st
+            .domains
+            .get(name)
+            .ok_or_else(|| VmError::NotFound(name.to_owned()))?;
+        Ok(super::xml::volume_disks(xml))
+    }
+
+    async fn attach_disk(&self, name: &str, xml: &str) -> Result<(), VmError> {
+        let mut st = self.call("attach_disk", name)?;
+        let d = st
+            .domains
+            .get_mut(name)
+            .ok_or_else(|| VmError::NotFound(name.to_owned()))?;
+        d.1 = d.1.replace("</devices>", &format!("{xml}</devices>"));
+        Ok(())
+    }
+
+    async fn detach_disk(&self, name: &str, xml: &str) -> Result<(), VmError> {
+        let mut st = self.call("detach_disk", name)?;
+        let d = st
+            .domains
+            .get_mut(name)
+            .ok_or_else(|| VmError::NotFound(name.to_owned()))?;
+        d.1 = d.1.replace(xml, "");
+        Ok(())
+    }
+
     async fn vnc(&self, name: &str) -> Result<(u16, String), VmError> {
         let st = self.lock();
         match st.domains.get(name) {

@@ -37,6 +37,15 @@ fn state(s: u32) -> DomainState {
     }
 }
 
+/// Device changes go to the definition, and to the running guest when it runs.
+fn affect(d: &Domain) -> Result<u32, VmError> {
+    let mut flags = virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+    if d.is_active().map_err(err)? {
+        flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    Ok(flags)
+}
+
 impl LibvirtHypervisor {
     /// Connects to `uri`. `virt_type`: `None` detects (`kvm` where the CPU has vmx/svm and
     /// libvirt offers kvm domains, `qemu` otherwise).
@@ -213,6 +222,35 @@ impl Hypervisor for LibvirtHypervisor {
             Err(VmError::NotFound(_)) => Ok(()),
             other => other,
         }
+    }
+
+    async fn disks(&self, name: &str) -> Result<Vec<(String, String)>, VmError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let d = Domain::lookup_by_name(c, &name).map_err(err)?;
+            Ok(super::xml::volume_disks(&d.get_xml_desc(0).map_err(err)?))
+        })
+        .await
+    }
+
+    async fn attach_disk(&self, name: &str, xml: &str) -> Result<(), VmError> {
+        let xml = xml.to_owned();
+        self.on_domain(name, move |d| {
+            d.attach_device_flags(&xml, affect(d)?)
+                .map(drop)
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn detach_disk(&self, name: &str, xml: &str) -> Result<(), VmError> {
+        let xml = xml.to_owned();
+        self.on_domain(name, move |d| {
+            d.detach_device_flags(&xml, affect(d)?)
+                .map(drop)
+                .map_err(err)
+        })
+        .await
     }
 
     async fn vnc(&self, name: &str) -> Result<(u16, String), VmError> {

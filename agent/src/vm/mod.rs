@@ -116,6 +116,12 @@ pub trait Hypervisor: Send + Sync {
     async fn undefine(&self, name: &str) -> Result<(), VmError>;
     /// The running domain's VNC server: (port on 127.0.0.1, password).
     async fn vnc(&self, name: &str) -> Result<(u16, String), VmError>;
+    /// (guest device, source) of the domain's volume disks (not the root disk).
+    async fn disks(&self, name: &str) -> Result<Vec<(String, String)>, VmError>;
+    /// Adds a disk (`<disk>` XML) to the domain's definition and, when it runs, hot-plugs it.
+    async fn attach_disk(&self, name: &str, xml: &str) -> Result<(), VmError>;
+    /// Removes a disk from the definition and, when the domain runs, hot-unplugs it.
+    async fn detach_disk(&self, name: &str, xml: &str) -> Result<(), VmError>;
 }
 
 /// The value of attribute `name` in the first `<tag …>` of `xml` (single or double quotes).

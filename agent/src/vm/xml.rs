@@ -26,8 +26,8 @@ pub struct DomainParams {
     pub machine: String,
     pub root_disk: PathBuf,
     pub seed_iso: Option<PathBuf>,
-    /// Raw block devices or image files of attached volumes (vdb, vdc, …).
-    pub volumes: Vec<PathBuf>,
+    /// Attached volumes: (raw image file or block device, guest device `vdb`…`vdz`).
+    pub volumes: Vec<(PathBuf, String)>,
     /// Direct kernel boot: kernel, initrd, command line.
     pub kernel: Option<(PathBuf, Option<PathBuf>, String)>,
     pub serial_log: PathBuf,
@@ -56,10 +56,43 @@ fn path(p: &std::path::Path) -> String {
     escape(&p.to_string_lossy())
 }
 
-/// virtio disk names: vda, vdb, … vdz.
-fn disk_dev(i: usize) -> String {
-    let letter = char::from(b'a' + u8::try_from(i % 26).unwrap_or(0));
-    format!("vd{letter}")
+/// The `<disk>` element of a volume: a raw file or block device on virtio as `dev`.
+pub fn disk_xml(source: &std::path::Path, dev: &str) -> String {
+    let (kind, attr) = if source.starts_with("/dev/") {
+        ("block", "dev")
+    } else {
+        ("file", "file")
+    };
+    format!(
+        "<disk type='{kind}' device='disk'><driver name='qemu' type='raw' cache='none'/><source {attr}='{}'/><target dev='{}' bus='virtio'/></disk>",
+        path(source),
+        escape(dev)
+    )
+}
+
+/// (guest device, source) of every disk but the root disk (`vda`) in domain XML.
+pub fn volume_disks(xml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<disk ") {
+        let Some(j) = rest[i..].find("</disk>") else {
+            break;
+        };
+        let disk = &rest[i..i + j];
+        rest = &rest[i + j..];
+        if !disk.contains("device='disk'") && !disk.contains("device=\"disk\"") {
+            continue;
+        }
+        let dev = super::xml_attr(disk, "target", "dev");
+        let src = super::xml_attr(disk, "source", "file")
+            .or_else(|| super::xml_attr(disk, "source", "dev"));
+        if let (Some(dev), Some(src)) = (dev, src)
+            && dev != "vda"
+        {
+            out.push((dev, src));
+        }
+    }
+    out
 }
 
 /// The domain XML.
@@ -105,18 +138,8 @@ pub fn domain_xml(p: &DomainParams) -> String {
         "    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vda' bus='virtio'/></disk>",
         path(&p.root_disk)
     );
-    for (i, v) in p.volumes.iter().enumerate() {
-        let (kind, attr) = if v.starts_with("/dev/") {
-            ("block", "dev")
-        } else {
-            ("file", "file")
-        };
-        let _ = writeln!(
-            x,
-            "    <disk type='{kind}' device='disk'><driver name='qemu' type='raw' cache='none'/><source {attr}='{}'/><target dev='{}' bus='virtio'/></disk>",
-            path(v),
-            disk_dev(i + 1)
-        );
+    for (v, dev) in &p.volumes {
+        let _ = writeln!(x, "    {}", disk_xml(v, dev));
     }
     if let Some(seed) = &p.seed_iso {
         let _ = writeln!(
@@ -157,7 +180,10 @@ mod tests {
             machine: "pc".into(),
             root_disk: "/vms/i1/root.qcow2".into(),
             seed_iso: Some("/vms/i1/seed.iso".into()),
-            volumes: vec!["/data/vol-a.raw".into(), "/dev/vg/vol-b".into()],
+            volumes: vec![
+                ("/data/vol-a.raw".into(), "vdb".into()),
+                ("/dev/vg/vol-b".into(), "vdc".into()),
+            ],
             kernel: None,
             serial_log: "/vms/i1/serial.log".into(),
             vnc_password: "pw<&>'\"".into(),
@@ -181,6 +207,18 @@ mod tests {
         assert!(x.contains("passwd='pw&lt;&amp;&gt;&apos;&quot;'"), "{x}");
         assert!(x.contains(&format!("xmlns:thecloud='{METADATA_NS}' id='i1' node='n1'")));
         assert!(x.contains("<boot dev='hd'/>"));
+    }
+
+    #[test]
+    fn volume_disks_are_read_back_without_the_root_disk() {
+        let x = domain_xml(&params());
+        assert_eq!(
+            volume_disks(&x),
+            vec![
+                ("vdb".to_string(), "/data/vol-a.raw".to_string()),
+                ("vdc".to_string(), "/dev/vg/vol-b".to_string()),
+            ]
+        );
     }
 
     #[test]

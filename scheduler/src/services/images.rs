@@ -156,10 +156,8 @@ impl App {
                 "env: VMs take their configuration in user_data".into(),
             ));
         }
-        if !req.volumes.is_empty() {
-            return Err(Error::Invalid(
-                "volumes: attaching volumes to VMs is not supported yet".into(),
-            ));
+        for (i, m) in req.volumes.iter().enumerate() {
+            super::volumes::vm_device(&format!("volumes[{i}].mount_path"), &m.mount_path)?;
         }
         if req.subnet_id.is_some() {
             return Err(Error::Invalid(

@@ -298,6 +298,9 @@ impl App {
                         Error::NotFound(m) => Error::Invalid(format!("instance_id: {m}")),
                         other => other,
                     })?;
+                if inst.kind == "vm" {
+                    vm_device("mount_path", path)?;
+                }
                 Some((inst.id, path.to_owned()))
             }
         };
@@ -354,6 +357,20 @@ fn selector_matches(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// A VM's volume device: `/dev/vdb` … `/dev/vdz` (`vda` is the root disk).
+pub fn vm_device(field: &str, p: &str) -> Result<()> {
+    let ok = p
+        .strip_prefix("/dev/vd")
+        .is_some_and(|l| l.len() == 1 && l.as_bytes()[0].is_ascii_lowercase() && l != "a");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{field}: {p:?}: a VM's volume is a virtio disk: give its device, /dev/vdb to /dev/vdz"
+        )))
+    }
+}
+
 /// A mount path inside a container: absolute, normalised, not `/`, and free of the characters
 /// the bind and label syntaxes use (`:`, `,`, `=`).
 fn mount_path(field: &str, p: &str) -> Result<()> {
@@ -377,6 +394,23 @@ fn mount_path(field: &str, p: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vm_devices_are_virtio_disks_after_the_root_disk() {
+        for ok in ["/dev/vdb", "/dev/vdz"] {
+            assert!(super::vm_device("p", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/dev/vda",
+            "/dev/vd",
+            "/dev/vdbb",
+            "/dev/sdb",
+            "/data",
+            "/dev/vdB",
+        ] {
+            assert!(super::vm_device("p", bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn mount_paths_are_absolute_and_plain() {
         for ok in ["/data", "/var/lib/db", "/a-b_c.d"] {

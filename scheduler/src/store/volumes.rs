@@ -263,25 +263,30 @@ impl Store {
                     if status != "available" {
                         return Err(StoreError::InUse(format!("the volume is {status}, not available")));
                     }
-                    let inst: Option<(Option<Uuid>, String)> = sqlx::query_as(
-                        "SELECT node_id, status FROM instances WHERE project_id = $1 AND id = $2",
+                    let inst: Option<(Option<Uuid>, String, String)> = sqlx::query_as(
+                        "SELECT node_id, status, kind FROM instances WHERE project_id = $1 AND id = $2",
                     )
                     .bind(project.0)
                     .bind(instance)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    match inst {
+                    let kind = match inst {
                         None => return Err(StoreError::Rejected("instance_id: no such instance".into())),
-                        Some((_, s)) if s == "deleting" => {
+                        Some((_, s, _)) if s == "deleting" => {
                             return Err(StoreError::InUse("the instance is being deleted".into()));
                         }
-                        Some((n, _)) if n != Some(node) => {
+                        Some((n, _, _)) if n != Some(node) => {
                             return Err(StoreError::InUse(
                                 "the instance runs on another node than the volume (volumes are node-local)".into(),
                             ));
                         }
-                        Some(_) => {}
-                    }
+                        Some((_, _, kind)) => kind,
+                    };
+                    let reason = if kind == "vm" {
+                        "hot-plugged into the VM as a virtio disk (no restart)"
+                    } else {
+                        "its instance restarts (stopping, then starting, same instance id) to mount it"
+                    };
                     let clash: Option<(Uuid,)> = sqlx::query_as(
                         "SELECT id FROM volumes WHERE instance_id = $1 AND mount_path = $2",
                     )
@@ -296,13 +301,13 @@ impl Store {
                     }
                     sqlx::query(
                         "UPDATE volumes SET instance_id = $2, mount_path = $3, status = 'attaching',
-                            status_reason = 'its instance restarts (stopping, then starting, same instance id) to mount it',
-                            updated_at = $4 WHERE id = $1",
+                            status_reason = $5, updated_at = $4 WHERE id = $1",
                     )
                     .bind(id.0)
                     .bind(instance)
                     .bind(&path)
                     .bind(now)
+                    .bind(reason)
                     .execute(&mut *tx)
                     .await?;
                 }
