@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Builds the tiny bootable test guest of the VM tests, once (idempotent): a Debian cloud kernel
 # taken from its package (extracted, not installed) and a busybox initramfs whose init prints
-# THECLOUD-GUEST-UP, loads the CD-ROM and iso9660 drivers, mounts the cloud-init NoCloud seed
-# (label cidata), prints its meta-data and every user-data line, then THECLOUD-GUEST-READY,
-# and sleeps. Plus a 64 MiB raw "base disk" image for the root-disk overlay.
+# THECLOUD-GUEST-UP, loads the CD-ROM, iso9660 and virtio-blk drivers, mounts the cloud-init
+# NoCloud seed (label cidata), prints its meta-data, every user-data line and its virtio disks,
+# then THECLOUD-GUEST-READY, and then its disks again whenever they change (hot-plug). Plus a
+# 64 MiB raw "base disk" image for the root-disk overlay.
 #
 # Usage: tests/guest/build.sh [DIR]     (default /var/lib/libvirt/images/thecloud-test)
 # Needs: apt-get download (network to the Debian mirror), busybox-static, cpio-capable busybox.
 set -euo pipefail
 DIR=${1:-/var/lib/libvirt/images/thecloud-test}
 mkdir -p "$DIR"
-if [[ -f $DIR/vmlinuz && -f $DIR/initrd.gz && -f $DIR/base.raw && $(cat "$DIR/version" 2>/dev/null) == 2 ]]; then
+if [[ -f $DIR/vmlinuz && -f $DIR/initrd.gz && -f $DIR/base.raw && $(cat "$DIR/version" 2>/dev/null) == 3 ]]; then
   echo "test guest present in $DIR"
   exit 0
 fi
@@ -34,8 +35,8 @@ R=$T/root
 mkdir -p "$R"/{bin,proc,sys,dev,seed,lib/modules}
 cp /bin/busybox "$R/bin/"
 ln -s busybox "$R/bin/sh"
-# CD-ROM on the i440fx IDE controller, and the iso9660 filesystem, in load order.
-ORDER="scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs"
+# CD-ROM on the i440fx IDE controller, the iso9660 filesystem, and virtio disks, in load order.
+ORDER="scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
 for m in $ORDER; do
   f=$(find "$MODS" -name "$m.ko" | head -1)
   [[ -n $f ]] || { echo "module $m not found in $KPKG" >&2; exit 1; }
@@ -56,13 +57,20 @@ if mount -t iso9660 -o ro /dev/sr0 /seed 2>/dev/null; then
 else
   echo "THECLOUD-SEED-MISSING"
 fi
+echo "THECLOUD-DISKS: \$(ls /sys/block | grep vd | tr '\\n' ' ')"
 echo "THECLOUD-GUEST-READY"
-while true; do sleep 3600; done
+# Disks as they come and go (hot-plug), printed when they change.
+last=""
+while true; do
+  now=\$(ls /sys/block | grep vd | tr '\\n' ' ')
+  [ "\$now" != "\$last" ] && echo "THECLOUD-DISKS-NOW: \$now" && last=\$now
+  sleep 1
+done
 INIT
 chmod +x "$R/init"
 (cd "$R" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$T/initrd.gz")
 cp x/boot/vmlinuz-"$KVER" "$T/vmlinuz"
 truncate -s 64M "$T/base.raw"
-echo 2 >"$T/version"
+echo 3 >"$T/version"
 mv "$T/vmlinuz" "$T/initrd.gz" "$T/base.raw" "$T/version" "$DIR/"
 echo "test guest built in $DIR (kernel $KVER)"

@@ -295,8 +295,10 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
     .await;
     assert_eq!(usage.memory_used_bytes, 256 << 20, "{usage:?}");
     assert!(usage.cpu_percent >= 0.0, "{usage:?}");
-    let tail = client.instance_logs("tiny-1", Some(1)).await.unwrap();
-    assert_eq!(tail.trim_end(), "THECLOUD-GUEST-READY");
+    assert!(
+        logs.contains("THECLOUD-DISKS: vda vdb "),
+        "the guest sees its root disk and the volume: {logs}"
+    );
 
     // Console: through the scheduler and the agent to QEMU's VNC server. The agent answers
     // QEMU's password challenge; the client is offered security type None.
@@ -388,6 +390,18 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
         running.runtime_id,
         "hot-plugged: the same domain, not recreated"
     );
+    wait_for(
+        "the guest sees the hot-plugged disk",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            async move {
+                let l = client.instance_logs("tiny-1", Some(3)).await.ok()?;
+                l.contains("THECLOUD-DISKS-NOW: vda vdb vdc ").then_some(())
+            }
+        },
+    )
+    .await;
 
     // libvirtd restarts under the agent (an upgrade, a crash): the guest keeps running and
     // the agent reconnects, so stopping and deleting below still work.
