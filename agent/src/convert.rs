@@ -174,6 +174,8 @@ fn usage_to_pb(u: &InstanceUsage) -> pb::InstanceUsage {
         cpu_percent: u.cpu_percent,
         memory_used_bytes: u.memory_used_bytes,
         memory_limit_bytes: u.memory_limit_bytes,
+        disk_read_bytes: u.disk_io.map(|d| d.0),
+        disk_write_bytes: u.disk_io.map(|d| d.1),
     }
 }
 

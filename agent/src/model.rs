@@ -240,6 +240,8 @@ pub struct InstanceUsage {
     pub cpu_percent: f64,
     pub memory_used_bytes: u64,
     pub memory_limit_bytes: u64,
+    /// Disk bytes read and written since the instance started (VMs), when known.
+    pub disk_io: Option<(u64, u64)>,
 }
 
 /// One telemetry report.

@@ -217,6 +217,7 @@ pub async fn collect(
                     cpu_percent: s.cpu_percent,
                     memory_used_bytes: s.memory_used_bytes,
                     memory_limit_bytes: s.memory_limit_bytes,
+                    disk_io: None,
                 }),
                 Err(e) => {
                     tracing::debug!(instance_id = %instance_id, error = %e, "no stats");

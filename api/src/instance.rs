@@ -332,6 +332,11 @@ pub struct InstanceUsage {
     pub cpu_percent: f64,
     pub memory_used_bytes: u64,
     pub memory_limit_bytes: u64,
+    /// Bytes read from and written to its disks since it started (VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_read_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_write_bytes: Option<u64>,
     pub sampled_at: DateTime<Utc>,
 }
 

@@ -295,8 +295,14 @@ fn instance_usage(i: &Instance) -> String {
     match &i.usage {
         Some(u) => {
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let disk = match (u.disk_read_bytes, u.disk_write_bytes) {
+                (Some(r), Some(w)) => {
+                    format!(", disk {:.1} MiB read/{:.1} MiB written", mib(r), mib(w))
+                }
+                _ => String::new(),
+            };
             format!(
-                "{:.1}% CPU, {:.1}/{:.1} MiB memory",
+                "{:.1}% CPU, {:.1}/{:.1} MiB memory{disk}",
                 u.cpu_percent,
                 mib(u.memory_used_bytes),
                 mib(u.memory_limit_bytes)

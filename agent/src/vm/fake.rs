@@ -12,6 +12,8 @@ struct State {
     domains: BTreeMap<String, (DomainState, String)>,
     /// Domain → (CPU time ns, memory KiB).
     usage: BTreeMap<String, (u64, u64)>,
+    /// Domain → (disk bytes read, written).
+    disk_io: BTreeMap<String, (u64, u64)>,
     calls: Vec<String>,
     /// Guests ignore the ACPI power button (like the busybox test guest).
     ignore_acpi: bool,
@@ -75,6 +77,11 @@ impl FakeHypervisor {
         self.lock()
             .usage
             .insert(name.to_owned(), (cpu_time_ns, memory_kib));
+    }
+
+    /// The domain's disk bytes read and written so far.
+    pub fn set_disk_io(&self, name: &str, read: u64, written: u64) {
+        self.lock().disk_io.insert(name.to_owned(), (read, written));
     }
 
     /// The domain vanishes behind the agent's back.
@@ -168,6 +175,14 @@ impl Hypervisor for FakeHypervisor {
         let mut st = self.call("undefine", name)?;
         st.domains.remove(name);
         Ok(())
+    }
+
+    async fn disk_io(&self, name: &str) -> Result<(u64, u64), VmError> {
+        let st = self.lock();
+        st.domains
+            .get(name)
+            .map(|_| st.disk_io.get(name).copied().unwrap_or_default())
+            .ok_or_else(|| VmError::NotFound(name.to_owned()))
     }
 
     async fn disks(&self, name: &str) -> Result<Vec<(String, String)>, VmError> {

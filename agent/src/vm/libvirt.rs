@@ -224,6 +224,28 @@ impl Hypervisor for LibvirtHypervisor {
         }
     }
 
+    async fn disk_io(&self, name: &str) -> Result<(u64, u64), VmError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let d = Domain::lookup_by_name(c, &name).map_err(err)?;
+            let xml = d.get_xml_desc(0).map_err(err)?;
+            let devs = std::iter::once("vda".to_owned()).chain(
+                super::xml::volume_disks(&xml)
+                    .into_iter()
+                    .map(|(dev, _)| dev),
+            );
+            let (mut rd, mut wr) = (0u64, 0u64);
+            for dev in devs {
+                if let Ok(s) = d.get_block_stats(&dev) {
+                    rd = rd.saturating_add(u64::try_from(s.rd_bytes).unwrap_or(0));
+                    wr = wr.saturating_add(u64::try_from(s.wr_bytes).unwrap_or(0));
+                }
+            }
+            Ok((rd, wr))
+        })
+        .await
+    }
+
     async fn disks(&self, name: &str) -> Result<Vec<(String, String)>, VmError> {
         let name = name.to_owned();
         self.with(move |c| {

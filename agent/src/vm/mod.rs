@@ -116,6 +116,8 @@ pub trait Hypervisor: Send + Sync {
     async fn undefine(&self, name: &str) -> Result<(), VmError>;
     /// The running domain's VNC server: (port on 127.0.0.1, password).
     async fn vnc(&self, name: &str) -> Result<(u16, String), VmError>;
+    /// Bytes read and written by all of the running domain's disks since it started.
+    async fn disk_io(&self, name: &str) -> Result<(u64, u64), VmError>;
     /// (guest device, source) of the domain's volume disks (not the root disk).
     async fn disks(&self, name: &str) -> Result<Vec<(String, String)>, VmError>;
     /// Adds a disk (`<disk>` XML) to the domain's definition and, when it runs, hot-plugs it.

@@ -25,6 +25,23 @@ impl VmSampler {
             }
         };
         let now = Instant::now();
+        let out = self.cpu(domains, node_id, now);
+        let mut usage = Vec::with_capacity(out.len());
+        for (name, mut u) in out {
+            u.disk_io = hv.disk_io(&name).await.ok();
+            usage.push(u);
+        }
+        usage
+    }
+
+    /// CPU and memory of this node's running domains, against the previous sample (which this
+    /// replaces).
+    fn cpu(
+        &self,
+        domains: Vec<super::DomainInfo>,
+        node_id: &str,
+        now: Instant,
+    ) -> Vec<(String, InstanceUsage)> {
         let mut prev = self.prev.lock().unwrap_or_else(|e| e.into_inner());
         let mut seen = HashMap::new();
         let mut out = Vec::new();
@@ -47,12 +64,16 @@ impl VmSampler {
                 _ => 0.0,
             };
             seen.insert(d.name.clone(), (d.cpu_time_ns, now));
-            out.push(InstanceUsage {
-                instance_id: id.to_owned(),
-                cpu_percent,
-                memory_used_bytes: d.memory_kib.saturating_mul(1024),
-                memory_limit_bytes: d.memory_kib.saturating_mul(1024),
-            });
+            out.push((
+                d.name.clone(),
+                InstanceUsage {
+                    instance_id: id.to_owned(),
+                    cpu_percent,
+                    memory_used_bytes: d.memory_kib.saturating_mul(1024),
+                    memory_limit_bytes: d.memory_kib.saturating_mul(1024),
+                    disk_io: None,
+                },
+            ));
         }
         *prev = seen;
         out
@@ -80,6 +101,8 @@ mod tests {
         let second = s.sample(&hv, "n1").await;
         assert!((second[0].cpu_percent - 50.0).abs() < 0.1, "{second:?}");
         assert_eq!(second[0].memory_used_bytes, 256 << 20);
+        hv.set_disk_io("tc-vm-a", 4096, 8192);
+        assert_eq!(s.sample(&hv, "n1").await[0].disk_io, Some((4096, 8192)));
         assert!(
             s.sample(&hv, "other-node").await.is_empty(),
             "only this node's domains"

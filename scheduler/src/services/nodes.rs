@@ -321,6 +321,8 @@ impl App {
                         cpu_percent: u.cpu_percent,
                         memory_used_bytes: u.memory_used_bytes,
                         memory_limit_bytes: u.memory_limit_bytes,
+                        disk_read_bytes: u.disk_read_bytes,
+                        disk_write_bytes: u.disk_write_bytes,
                         sampled_at,
                     },
                 ))
