@@ -428,3 +428,26 @@ async fn volumes_are_virtio_disks_attached_at_creation_and_hot_plugged_later() {
     f.pass().await;
     assert!(f.hv.take_calls().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_guest_is_restarted_by_on_failure_and_reported_otherwise() {
+    if !tools_present() {
+        return;
+    }
+    let mut f = Fixture::new();
+    f.apply(vec![
+        f.vm("v1", RunState::Running, 1, RestartPolicy::Never),
+        f.vm("v2", RunState::Running, 1, RestartPolicy::OnFailure),
+    ])
+    .await;
+    f.hv.take_calls();
+    f.hv.set_state("tc-vm-v1", DomainState::Crashed);
+    f.hv.set_state("tc-vm-v2", DomainState::Crashed);
+    let o = f.pass().await;
+    assert_eq!(f.hv.take_calls(), vec!["start tc-vm-v2"]);
+    assert_eq!(
+        state(&o, "v1"),
+        (InstanceState::Failed, "the guest crashed".into())
+    );
+    assert_eq!(state(&o, "v2").0, InstanceState::Running);
+}

@@ -160,11 +160,21 @@ impl Hypervisor for LibvirtHypervisor {
                         super::xml_attr(&m, "thecloud:instance", "node")
                             .or_else(|| super::xml_attr(&m, "instance", "node"))
                     });
+                // A QEMU that died (or a guest crash with on_crash=destroy) shows as shut off
+                // with reason "crashed": report it as a crash, for `on-failure`.
+                let crashed_off = info.state == virt::sys::VIR_DOMAIN_SHUTOFF
+                    && d.get_state().is_ok_and(|(_, reason)| {
+                        u32::try_from(reason).ok() == Some(virt::sys::VIR_DOMAIN_SHUTOFF_CRASHED)
+                    });
                 out.push(DomainInfo {
                     node_id,
                     uuid: d.get_uuid_string().unwrap_or_default(),
                     name,
-                    state: state(info.state),
+                    state: if crashed_off {
+                        DomainState::Crashed
+                    } else {
+                        state(info.state)
+                    },
                     cpu_time_ns: info.cpu_time,
                     memory_kib: info.memory,
                     vcpus: info.nr_virt_cpu,
