@@ -193,7 +193,16 @@ async fn docker_runtime_through_the_reconciler() {
         bi.reason
     );
     eprintln!("bad image reason: {}", bi.reason);
-    let bc = obs(&o, &badcmd);
+    // The bad command's container exits a moment after it started: observe until it has.
+    let mut later: Option<ObservedState> = None;
+    for _ in 0..50 {
+        if obs(later.as_ref().unwrap_or(&o), &badcmd).state != InstanceState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        later = Some(pass(&mut rec).await);
+    }
+    let bc = obs(later.as_ref().unwrap_or(&o), &badcmd);
     eprintln!("bad command reason: {}", bc.reason);
     assert_eq!(bc.state, InstanceState::Failed);
     // Containers run under a tiny init, so a missing executable is an exit with code 127
