@@ -35,8 +35,9 @@ pub(super) struct VmHalf {
     stopping: HashMap<String, Instant>,
     /// Instances whose domain this process has seen (a vanished one is then noticed).
     seen: HashSet<String>,
-    /// Volume id → the instance whose domain has it attached (after the last pass).
-    users: HashMap<String, String>,
+    /// Instance → the mounts its domain's disks were last made to match. A domain is read
+    /// (its XML) and changed only when its instance's mounts differ from these.
+    synced: HashMap<String, Vec<(String, String)>>,
     observed: Vec<InstanceObservation>,
 }
 
@@ -70,7 +71,7 @@ impl VmHalf {
             failures: HashMap::new(),
             stopping: HashMap::new(),
             seen: HashSet::new(),
-            users: HashMap::new(),
+            synced: HashMap::new(),
             observed: Vec::new(),
         }
     }
@@ -93,8 +94,11 @@ impl VmHalf {
     }
 
     /// Volume id → instance, for the volumes attached to this node's VMs.
-    pub(super) fn volume_users(&self) -> &HashMap<String, String> {
-        &self.users
+    pub(super) fn volume_users(&self) -> HashMap<String, String> {
+        self.synced
+            .iter()
+            .flat_map(|(inst, mounts)| mounts.iter().map(move |(v, _)| (v.clone(), inst.clone())))
+            .collect()
     }
 
     pub(super) async fn converge(
@@ -243,24 +247,23 @@ impl VmHalf {
                 }
             }
         }
-        // Volumes: attach what is missing (hot-plug when running), detach what is gone.
-        let mut users = HashMap::new();
+        // Volumes: attach what is missing (hot-plug when running), detach what is gone; only
+        // for domains whose instance's mounts changed since they were last made to match.
+        self.synced
+            .retain(|id, _| by_instance.contains_key(id.as_str()));
         for spec in &specs {
             let id = spec.instance_id.as_str();
-            if !by_instance.contains_key(id) {
+            if !by_instance.contains_key(id) || self.synced.get(id) == Some(&spec.mounts) {
                 continue;
             }
             match self.sync_disks(hv.as_ref(), volumes.as_deref(), spec).await {
-                Ok(attached) => {
-                    changed |= attached.1;
-                    for v in attached.0 {
-                        users.insert(v, id.to_owned());
-                    }
+                Ok(acted) => {
+                    changed |= acted;
+                    self.synced.insert(id.to_owned(), spec.mounts.clone());
                 }
                 Err(reason) => self.fail(spec, reason),
             }
         }
-        self.users = users;
         // Domains (and files) no instance wants.
         for d in &domains {
             let Some(id) = instance_of(&d.name) else {
@@ -360,18 +363,18 @@ impl VmHalf {
         Ok(())
     }
 
-    /// Makes the domain's volume disks match the spec's mounts; returns the volumes attached as
-    /// wanted, and whether anything changed.
+    /// Makes the domain's volume disks match the spec's mounts; returns whether anything
+    /// changed.
     async fn sync_disks(
         &self,
         hv: &dyn Hypervisor,
         volumes: Option<&dyn VolumeBackend>,
         spec: &InstanceSpec,
-    ) -> Result<(Vec<String>, bool), String> {
+    ) -> Result<bool, String> {
         let name = domain_name(&spec.instance_id);
         let current = hv.disks(&name).await.map_err(|e| e.to_string())?;
         if current.is_empty() && spec.mounts.is_empty() {
-            return Ok((Vec::new(), false));
+            return Ok(false);
         }
         let wanted = volume_disks(volumes, spec).await?;
         let mut changed = false;
@@ -399,10 +402,7 @@ impl VmHalf {
                 changed = true;
             }
         }
-        Ok((
-            spec.mounts.iter().map(|(v, _)| v.clone()).collect(),
-            changed,
-        ))
+        Ok(changed)
     }
 
     fn observe(&self, specs: &[&InstanceSpec], domains: &[DomainInfo]) -> Vec<InstanceObservation> {

@@ -80,10 +80,6 @@ impl LibvirtHypervisor {
         })
     }
 
-    pub fn uri(&self) -> &str {
-        &self.uri
-    }
-
     fn current(&self) -> Arc<Connect> {
         self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
