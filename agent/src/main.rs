@@ -201,6 +201,17 @@ async fn vms(args: &RunArgs) -> Result<Option<cloud_agent::NodeVms>, String> {
         }
         uri => uri,
     };
+    let missing = cloud_agent::vm::files::missing_tools();
+    if !missing.is_empty() && args.libvirt_uri == "auto" {
+        tracing::warn!(missing = ?missing, "VMs disabled: libvirtd runs but the tools VMs need are missing (apt-get install qemu-utils genisoimage)");
+        return Ok(None);
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "--libvirt-uri {uri}: VMs need {} (apt-get install qemu-utils genisoimage), or run without VMs with --libvirt-uri none",
+            missing.join(" and ")
+        ));
+    }
     let hv = cloud_agent::vm::LibvirtHypervisor::connect(uri, virt_type(&args.virt_type))
         .await
         .map_err(|e| format!("--libvirt-uri {uri}: {e}"))?;

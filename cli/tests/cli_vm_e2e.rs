@@ -13,19 +13,14 @@ use common::Cli;
 use std::sync::Arc;
 
 fn tools_present() -> bool {
-    let ok = ["qemu-img", "genisoimage"].iter().all(|t| {
-        std::process::Command::new(t)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !ok {
+    let missing = cloud_agent::vm::files::missing_tools();
+    if !missing.is_empty() {
         if std::env::var("THECLOUD_REQUIRE_LIBVIRT").as_deref() == Ok("1") {
-            panic!("THECLOUD_REQUIRE_LIBVIRT=1 but qemu-img or genisoimage is missing");
+            panic!("THECLOUD_REQUIRE_LIBVIRT=1 but {missing:?} missing");
         }
-        eprintln!("skipping: needs qemu-img and genisoimage");
+        eprintln!("skipping: VM file tests need {missing:?}");
     }
-    ok
+    missing.is_empty()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,19 +11,14 @@ use crate::vm::{DomainState, FakeHypervisor, Hypervisor, VmFiles};
 use tempfile::TempDir;
 
 fn tools_present() -> bool {
-    let ok = ["qemu-img", "genisoimage"].iter().all(|t| {
-        std::process::Command::new(t)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !ok {
+    let missing = crate::vm::files::missing_tools();
+    if !missing.is_empty() {
         if std::env::var("THECLOUD_REQUIRE_LIBVIRT").as_deref() == Ok("1") {
-            panic!("THECLOUD_REQUIRE_LIBVIRT=1 but qemu-img or genisoimage is missing");
+            panic!("THECLOUD_REQUIRE_LIBVIRT=1 but {missing:?} missing");
         }
-        eprintln!("skipping: VM file tests need qemu-img and genisoimage");
+        eprintln!("skipping: VM file tests need {missing:?}");
     }
-    ok
+    missing.is_empty()
 }
 
 struct Fixture {
@@ -168,22 +163,35 @@ async fn stopping_asks_acpi_then_destroys_after_the_timeout_and_a_new_change_sta
     assert_eq!(state(&o, "v1").0, InstanceState::Running);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_guest_that_powers_off_stays_off_unless_its_policy_says_otherwise() {
+/// v1 (`never`) and v2 (`restarting`) run, then both guests end in `ended`; one pass later:
+/// the calls it made and what it observed.
+async fn after_guests_end(
+    ended: DomainState,
+    restarting: RestartPolicy,
+) -> Option<(Vec<String>, ObservedState)> {
     if !tools_present() {
-        return;
+        return None;
     }
     let mut f = Fixture::new();
     f.apply(vec![
         f.vm("v1", RunState::Running, 1, RestartPolicy::Never),
-        f.vm("v2", RunState::Running, 1, RestartPolicy::Always),
+        f.vm("v2", RunState::Running, 1, restarting),
     ])
     .await;
     f.hv.take_calls();
-    f.hv.set_state("tc-vm-v1", DomainState::ShutOff);
-    f.hv.set_state("tc-vm-v2", DomainState::ShutOff);
+    f.hv.set_state("tc-vm-v1", ended);
+    f.hv.set_state("tc-vm-v2", ended);
     let o = f.pass().await;
-    assert_eq!(f.hv.take_calls(), vec!["start tc-vm-v2"]);
+    Some((f.hv.take_calls(), o))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guest_that_powers_off_stays_off_unless_its_policy_says_otherwise() {
+    let Some((calls, o)) = after_guests_end(DomainState::ShutOff, RestartPolicy::Always).await
+    else {
+        return;
+    };
+    assert_eq!(calls, vec!["start tc-vm-v2"]);
     assert_eq!(
         state(&o, "v1"),
         (InstanceState::Stopped, "the guest powered off".into())
@@ -431,20 +439,11 @@ async fn volumes_are_virtio_disks_attached_at_creation_and_hot_plugged_later() {
 
 #[tokio::test(start_paused = true)]
 async fn a_crashed_guest_is_restarted_by_on_failure_and_reported_otherwise() {
-    if !tools_present() {
+    let Some((calls, o)) = after_guests_end(DomainState::Crashed, RestartPolicy::OnFailure).await
+    else {
         return;
-    }
-    let mut f = Fixture::new();
-    f.apply(vec![
-        f.vm("v1", RunState::Running, 1, RestartPolicy::Never),
-        f.vm("v2", RunState::Running, 1, RestartPolicy::OnFailure),
-    ])
-    .await;
-    f.hv.take_calls();
-    f.hv.set_state("tc-vm-v1", DomainState::Crashed);
-    f.hv.set_state("tc-vm-v2", DomainState::Crashed);
-    let o = f.pass().await;
-    assert_eq!(f.hv.take_calls(), vec!["start tc-vm-v2"]);
+    };
+    assert_eq!(calls, vec!["start tc-vm-v2"]);
     assert_eq!(
         state(&o, "v1"),
         (InstanceState::Failed, "the guest crashed".into())

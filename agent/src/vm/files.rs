@@ -55,6 +55,19 @@ pub struct VmPaths {
     pub serial_log: PathBuf,
 }
 
+/// The host tools per-VM files need (`qemu-img`, `genisoimage`) that do not run here.
+pub fn missing_tools() -> Vec<&'static str> {
+    ["qemu-img", "genisoimage"]
+        .into_iter()
+        .filter(|t| {
+            !std::process::Command::new(t)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect()
+}
+
 fn safe_id(id: &str) -> Result<&str, VmError> {
     let ok = !id.is_empty()
         && id.len() <= 64
