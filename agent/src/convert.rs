@@ -176,6 +176,8 @@ fn usage_to_pb(u: &InstanceUsage) -> pb::InstanceUsage {
         memory_limit_bytes: u.memory_limit_bytes,
         disk_read_bytes: u.disk_io.map(|d| d.0),
         disk_write_bytes: u.disk_io.map(|d| d.1),
+        net_rx_bytes: u.net_io.map(|n| n.0),
+        net_tx_bytes: u.net_io.map(|n| n.1),
     }
 }
 

@@ -242,6 +242,8 @@ pub struct InstanceUsage {
     pub memory_limit_bytes: u64,
     /// Disk bytes read and written since the instance started (VMs), when known.
     pub disk_io: Option<(u64, u64)>,
+    /// Network bytes received and sent since the instance started (VMs), when known.
+    pub net_io: Option<(u64, u64)>,
 }
 
 /// One telemetry report.

@@ -218,6 +218,7 @@ pub async fn collect(
                     memory_used_bytes: s.memory_used_bytes,
                     memory_limit_bytes: s.memory_limit_bytes,
                     disk_io: None,
+                    net_io: None,
                 }),
                 Err(e) => {
                     tracing::debug!(instance_id = %instance_id, error = %e, "no stats");

@@ -337,6 +337,11 @@ pub struct InstanceUsage {
     pub disk_read_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_write_bytes: Option<u64>,
+    /// Bytes received and sent on its VPC interface since it started (VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_bytes: Option<u64>,
     pub sampled_at: DateTime<Utc>,
 }
 

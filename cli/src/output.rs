@@ -301,8 +301,14 @@ fn instance_usage(i: &Instance) -> String {
                 }
                 _ => String::new(),
             };
+            let net = match (u.net_rx_bytes, u.net_tx_bytes) {
+                (Some(r), Some(t)) => {
+                    format!(", network {:.1} MiB in/{:.1} MiB out", mib(r), mib(t))
+                }
+                _ => String::new(),
+            };
             format!(
-                "{:.1}% CPU, {:.1}/{:.1} MiB memory{disk}",
+                "{:.1}% CPU, {:.1}/{:.1} MiB memory{disk}{net}",
                 u.cpu_percent,
                 mib(u.memory_used_bytes),
                 mib(u.memory_limit_bytes)

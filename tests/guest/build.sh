@@ -3,15 +3,17 @@
 # taken from its package (extracted, not installed) and a busybox initramfs whose init prints
 # THECLOUD-GUEST-UP, loads the CD-ROM, iso9660 and virtio-blk drivers, mounts the cloud-init
 # NoCloud seed (label cidata), prints its meta-data, every user-data line and its virtio disks,
-# then THECLOUD-GUEST-READY, and then its disks again whenever they change (hot-plug). Plus a
-# 64 MiB raw "base disk" image for the root-disk overlay.
+# configures the NIC the seed's network-config names (by MAC: address, default route) and pings
+# the gateway (THECLOUD-NET / THECLOUD-PING-GATEWAY-OK), then THECLOUD-GUEST-READY, and then its
+# disks again whenever they change (hot-plug). Plus a 64 MiB raw "base disk" image for the
+# root-disk overlay.
 #
 # Usage: tests/guest/build.sh [DIR]     (default /var/lib/libvirt/images/thecloud-test)
 # Needs: apt-get download (network to the Debian mirror), busybox-static, cpio-capable busybox.
 set -euo pipefail
 DIR=${1:-/var/lib/libvirt/images/thecloud-test}
 mkdir -p "$DIR"
-if [[ -f $DIR/vmlinuz && -f $DIR/initrd.gz && -f $DIR/base.raw && $(cat "$DIR/version" 2>/dev/null) == 3 ]]; then
+if [[ -f $DIR/vmlinuz && -f $DIR/initrd.gz && -f $DIR/base.raw && $(cat "$DIR/version" 2>/dev/null) == 4 ]]; then
   echo "test guest present in $DIR"
   exit 0
 fi
@@ -42,13 +44,19 @@ for m in $ORDER; do
   [[ -n $f ]] || { echo "module $m not found in $KPKG" >&2; exit 1; }
   cp "$f" "$R/lib/modules/"
 done
+# virtio-net and what it needs (built in on some kernels: then nothing to copy).
+NET_ORDER="failover net_failover virtio_net"
+for m in $NET_ORDER; do
+  f=$(find "$MODS" -name "$m.ko" | head -1)
+  if [[ -n $f ]]; then cp "$f" "$R/lib/modules/"; fi
+done
 cat >"$R/init" <<INIT
 #!/bin/sh
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 echo "THECLOUD-GUEST-UP \$(uname -r)"
-for m in $ORDER; do insmod /lib/modules/\$m.ko 2>/dev/null; done
+for m in $ORDER $NET_ORDER; do insmod /lib/modules/\$m.ko 2>/dev/null; done
 i=0; while [ ! -b /dev/sr0 ] && [ \$i -lt 100 ]; do sleep 0.1; i=\$((i+1)); done
 if mount -t iso9660 -o ro /dev/sr0 /seed 2>/dev/null; then
   echo "THECLOUD-SEED-LABEL \$(dd if=/dev/sr0 bs=1 skip=32808 count=32 2>/dev/null | tr -d ' ')"
@@ -56,6 +64,21 @@ if mount -t iso9660 -o ro /dev/sr0 /seed 2>/dev/null; then
   while read -r line; do echo "THECLOUD-USER-DATA: \$line"; done </seed/user-data
 else
   echo "THECLOUD-SEED-MISSING"
+fi
+NC=/seed/network-config
+if [ -f \$NC ] && grep -q macaddress \$NC; then
+  mac=\$(sed -n 's/.*macaddress: "\(.*\)".*/\1/p' \$NC)
+  addr=\$(sed -n 's/^ *- \([0-9.]*\/[0-9]*\)\$/\1/p' \$NC | head -1)
+  gw=\$(sed -n 's/^ *via: \([0-9.]*\)\$/\1/p' \$NC)
+  dev=""; i=0
+  while [ -z "\$dev" ] && [ \$i -lt 100 ]; do
+    for d in /sys/class/net/*; do [ "\$(cat \$d/address)" = "\$mac" ] && dev=\${d##*/}; done
+    [ -z "\$dev" ] && sleep 0.1; i=\$((i+1))
+  done
+  ip link set dev lo up
+  ip link set dev "\$dev" up && ip addr add "\$addr" dev "\$dev" && ip route add default via "\$gw"
+  echo "THECLOUD-NET: \$dev \$mac \$addr via \$gw"
+  if ping -c 3 -W 2 "\$gw" >/dev/null 2>&1; then echo "THECLOUD-PING-GATEWAY-OK"; else echo "THECLOUD-PING-GATEWAY-FAILED"; fi
 fi
 echo "THECLOUD-DISKS: \$(ls /sys/block | grep vd | tr '\\n' ' ')"
 echo "THECLOUD-GUEST-READY"
@@ -71,6 +94,6 @@ chmod +x "$R/init"
 (cd "$R" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$T/initrd.gz")
 cp x/boot/vmlinuz-"$KVER" "$T/vmlinuz"
 truncate -s 64M "$T/base.raw"
-echo 3 >"$T/version"
+echo 4 >"$T/version"
 mv "$T/vmlinuz" "$T/initrd.gz" "$T/base.raw" "$T/version" "$DIR/"
 echo "test guest built in $DIR (kernel $KVER)"

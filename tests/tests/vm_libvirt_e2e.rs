@@ -458,3 +458,266 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
     })
     .await;
 }
+
+/// Prefix of the VPC test's interfaces, namespaces and nft tables.
+const NET_PREFIX: &str = "vmt";
+/// The single node's underlay address, on a veth of this namespace.
+const NET_UNDERLAY: &str = "172.30.255.1";
+
+/// Removes the VPC test's namespaces, links and nft tables, pass or fail.
+struct NetLab;
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        let run = |args: &[&str]| Command::new(args[0]).args(&args[1..]).output();
+        for e in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(NET_PREFIX) {
+                let _ = run(&["ip", "netns", "del", &name]);
+            }
+        }
+        if let Ok(o) = run(&["ip", "-o", "link", "show"]) {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let Some(name) = line.split(": ").nth(1) else {
+                    continue;
+                };
+                let name = name.split('@').next().unwrap_or(name);
+                if name.starts_with(NET_PREFIX) {
+                    let _ = run(&["ip", "link", "del", name]);
+                }
+            }
+        }
+        if let Ok(o) = run(&["nft", "list", "tables"]) {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.len() == 3 && w[2].starts_with(NET_PREFIX) {
+                    let _ = run(&["nft", "delete", "table", w[1], w[2]]);
+                }
+            }
+        }
+    }
+}
+
+fn ok(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vm_in_a_vpc_gets_its_address_and_its_port() {
+    if !available() {
+        return;
+    }
+    let _lab = NetLab;
+    drop(NetLab); // a previous run's leftovers
+    let lab_link = format!("{NET_PREFIX}lab0");
+    // (No `dummy` driver on every kernel: a veth pair serves.)
+    assert!(ok(&[
+        "ip",
+        "link",
+        "add",
+        &lab_link,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{NET_PREFIX}lab1")
+    ]));
+    assert!(ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{NET_UNDERLAY}/32"),
+        "dev",
+        &lab_link
+    ]));
+    assert!(ok(&["ip", "link", "set", &lab_link, "up"]));
+
+    let c = Cluster::start().await;
+    let vm_dir = guest_dir()
+        .parent()
+        .unwrap()
+        .join(format!("thecloud-e2e-{}", uuid::Uuid::now_v7().simple()));
+    let mut cleanup = Cleanup(vm_dir.clone(), Vec::new());
+    let hv = cloud_agent::vm::LibvirtHypervisor::connect(
+        "qemu:///system",
+        Some(cloud_agent::vm::VirtType::Qemu),
+    )
+    .await
+    .unwrap();
+    let vms = cloud_agent::NodeVms {
+        hypervisor: Arc::new(hv),
+        files: cloud_agent::vm::VmFiles::new(&vm_dir),
+    };
+    let underlay: std::net::Ipv4Addr = NET_UNDERLAY.parse().unwrap();
+    // The agent's own namespace is the host: libvirt makes the macvtap there.
+    let backend =
+        cloud_agent::network::LinuxNetwork::new(cloud_agent::network::LinuxNetworkConfig {
+            underlay_ip: underlay,
+            underlay_mtu: 1500,
+            prefix: NET_PREFIX.into(),
+            host_netns: None,
+        });
+    let _node = c
+        .fake_node_with("hv-net", |cfg| {
+            cfg.vms = Some(vms);
+            cfg.reconciler.vm_shutdown_timeout = Duration::from_secs(3);
+            cfg.network = Some(cloud_agent::config::NodeNetwork {
+                underlay_ip: underlay,
+                underlay_mtu: 1500,
+                backend: Arc::new(backend),
+            });
+        })
+        .await;
+    let client = c.client();
+    let g = guest_dir();
+    client
+        .image_create(&CreateImageRequest {
+            name: "tiny".into(),
+            path: g.join("base.raw").display().to_string(),
+            format: ImageFormat::Raw,
+            kernel: Some(g.join("vmlinuz").display().to_string()),
+            initrd: Some(g.join("initrd.gz").display().to_string()),
+            cmdline: Some("console=ttyS0".into()),
+        })
+        .await
+        .unwrap();
+    let vpc = client
+        .vpc_create(&cloud_api::CreateVpcRequest {
+            name: "lab".into(),
+            cidr: "10.78.0.0/16".into(),
+        })
+        .await
+        .unwrap();
+    let subnet = client
+        .subnet_create(
+            "lab",
+            &cloud_api::CreateSubnetRequest {
+                name: "s".into(),
+                cidr: "10.78.1.0/24".into(),
+                nat_egress: false,
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .sg_create(&cloud_api::CreateSecurityGroupRequest {
+            name: "ping".into(),
+            description: String::new(),
+            rules: vec![cloud_api::SecurityGroupRule {
+                direction: cloud_api::Direction::Ingress,
+                protocol: cloud_api::Protocol::Icmp,
+                port_min: None,
+                port_max: None,
+                cidr: Some("10.78.0.0/16".into()),
+                source_group: None,
+            }],
+        })
+        .await
+        .unwrap();
+
+    let inst = client
+        .instance_create(&CreateInstanceRequest {
+            kind: InstanceKind::Vm,
+            image: "tiny".into(),
+            command: Vec::new(),
+            cpu_millis: 1000,
+            memory_mb: 256,
+            disk_gb: Some(1),
+            subnet_id: Some(subnet.id),
+            security_groups: vec!["ping".into()],
+            ..busybox("net-1", &[])
+        })
+        .await
+        .unwrap();
+    cleanup.1.push(inst.id.to_string());
+    let running = c.wait_instance("net-1", InstanceStatus::Running).await;
+    let ip = running.private_ip.clone().expect("a VPC address");
+    let mac = running.mac.clone().expect("a MAC");
+    let link = cloud_agent::network::vm_link_name(NET_PREFIX, &inst.id.to_string());
+
+    // The port: the host end of its veth, with the guest's macvtap on it.
+    let macvtaps = Command::new("ip")
+        .args(["-o", "-d", "link", "show", "type", "macvtap"])
+        .output()
+        .unwrap();
+    let macvtaps = String::from_utf8_lossy(&macvtaps.stdout).into_owned();
+    assert!(
+        macvtaps
+            .lines()
+            .any(|l| l.contains(&format!("@{link}:")) && l.contains(&mac)),
+        "a macvtap with the guest's MAC over {link}: {macvtaps}"
+    );
+    let iflist = Command::new("virsh")
+        .args([
+            "-c",
+            "qemu:///system",
+            "domiflist",
+            &format!("tc-vm-{}", inst.id),
+        ])
+        .output()
+        .unwrap();
+    let iflist = String::from_utf8_lossy(&iflist.stdout).into_owned();
+    assert!(
+        iflist.contains("direct") && iflist.contains(&link) && iflist.contains(&mac),
+        "{iflist}"
+    );
+
+    // The guest configured its address from the seed's network-config and reached its gateway.
+    let logs = wait_for("guest networked", Duration::from_secs(120), || {
+        let client = client.clone();
+        async move {
+            let l = client.instance_logs("net-1", None).await.ok()?;
+            l.contains("THECLOUD-GUEST-READY").then_some(l)
+        }
+    })
+    .await;
+    assert!(
+        logs.contains(&format!("{mac} {ip}/24 via 10.78.1.1")),
+        "{logs}"
+    );
+    assert!(logs.contains("THECLOUD-PING-GATEWAY-OK"), "{logs}");
+    // And it answers from inside its VPC.
+    let ns = format!("{NET_PREFIX}v{}", vpc.vni);
+    assert!(
+        ok(&[
+            "ip", "netns", "exec", &ns, "ping", "-c", "2", "-W", "2", &ip
+        ]),
+        "the VM answers pings from its VPC"
+    );
+    // NIC counters in telemetry.
+    let usage = wait_for("VM network counters", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let u = client.instance_get("net-1").await.ok()?.usage?;
+            (u.net_rx_bytes? > 0 && u.net_tx_bytes? > 0).then_some(u)
+        }
+    })
+    .await;
+    eprintln!("VM network usage: {usage:?}");
+
+    // Delete: the domain, its port (both veth ends and the macvtap) go.
+    client.instance_delete("net-1").await.unwrap();
+    c.wait_instance_gone("net-1").await;
+    wait_for("port gone", Duration::from_secs(30), || {
+        let link = link.clone();
+        let name = format!("tc-vm-{}", inst.id);
+        async move {
+            (!domains().contains(&name) && !ok(&["ip", "link", "show", &link])).then_some(())
+        }
+    })
+    .await;
+    client.subnet_delete("lab", "s").await.unwrap();
+    client.vpc_delete("lab").await.unwrap();
+    wait_for("VPC namespace gone", Duration::from_secs(30), || {
+        let path = PathBuf::from("/run/netns").join(&ns);
+        async move { (!path.exists()).then_some(()) }
+    })
+    .await;
+}

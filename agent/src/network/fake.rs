@@ -2,11 +2,16 @@
 //! been synced first, `sync_vpcs` removing a VPC drops its ports, everything is idempotent.
 //! Tests read back what was built, and can make the next calls fail.
 
-use super::{NetworkAttachment, NetworkBackend, NetworkError, PortInfo, VpcSpec, port_name};
+use super::{
+    NetworkAttachment, NetworkBackend, NetworkError, PortInfo, VpcSpec, port_name, vm_link_name,
+};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The "namespace" recorded for a VM's port (VMs have none: their port is a host link).
+pub const VM_PORT: &str = "(vm)";
 
 #[derive(Debug, Default)]
 struct State {
@@ -103,6 +108,16 @@ impl NetworkBackend for FakeNetwork {
             (netns.to_path_buf(), attachment.clone()),
         );
         Ok(())
+    }
+
+    async fn attach_vm(
+        &self,
+        instance_id: &str,
+        attachment: &NetworkAttachment,
+    ) -> Result<String, NetworkError> {
+        self.attach(instance_id, Path::new(VM_PORT), attachment)
+            .await?;
+        Ok(vm_link_name("fake", instance_id))
     }
 
     async fn detach(&self, instance_id: &str) -> Result<(), NetworkError> {

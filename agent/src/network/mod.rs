@@ -79,6 +79,17 @@ pub trait NetworkBackend: Send + Sync {
         attachment: &NetworkAttachment,
     ) -> Result<(), NetworkError>;
 
+    /// Gives a VM its port: a veth pair whose VPC end is a bridge port like a container's
+    /// (same rules) and whose host end, returned by name, stays in the host namespace for
+    /// libvirt to put the guest's macvtap on. Idempotent like [`NetworkBackend::attach`]: a
+    /// pair that is already right is left alone (the running guest keeps its link) and only
+    /// the rules are brought up to date.
+    async fn attach_vm(
+        &self,
+        instance_id: &str,
+        attachment: &NetworkAttachment,
+    ) -> Result<String, NetworkError>;
+
     /// Removes an instance's port and rules (nothing to do when it has none).
     async fn detach(&self, instance_id: &str) -> Result<(), NetworkError>;
 
@@ -98,6 +109,15 @@ pub fn port_name(instance_id: &str) -> String {
     format!("p{}", tail.to_ascii_lowercase())
 }
 
+/// Host-side interface of a VM's port: the agent's prefix, `m`, then as many trailing hex
+/// digits of the instance id as fit in 15 bytes (at least 10 with the longest prefix).
+pub fn vm_link_name(prefix: &str, instance_id: &str) -> String {
+    let tail = port_name(instance_id);
+    let room = 15usize.saturating_sub(prefix.len() + 1);
+    let digits = &tail[1..];
+    format!("{prefix}m{}", &digits[digits.len().saturating_sub(room)..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +127,13 @@ mod tests {
         let n = port_name("01a22355-bf78-7117-9e6f-ce93a3165224");
         assert_eq!(n, "pce93a3165224");
         assert!(n.len() <= 15);
+    }
+
+    #[test]
+    fn vm_link_names_fit_ifnamsiz() {
+        let id = "01a22355-bf78-7117-9e6f-ce93a3165224";
+        assert_eq!(vm_link_name("tc", id), "tcmce93a3165224");
+        assert_eq!(vm_link_name("abcd", id), "abcdm93a3165224");
+        assert!(vm_link_name("abcd", id).len() <= 15);
     }
 }

@@ -277,8 +277,9 @@ impl Reconciler {
         }
         let in_use: BTreeSet<&str> = users.keys().copied().collect();
         self.volumes.converge(&desired, &in_use).await;
+        let vm_links = self.net.vm_links();
         self.vms
-            .converge(&desired, &mut self.acted, self.volumes.backend())
+            .converge(&desired, &mut self.acted, self.volumes.backend(), &vm_links)
             .await;
         if let Err(e) = self.acted.flush().await {
             tracing::error!(error = %e, "cannot write the reconciler state file");
@@ -290,9 +291,10 @@ impl Reconciler {
             .map(|(id, (_, note))| (id.as_str(), note.as_str()))
             .collect();
         let mut observed = observe::observe(&desired, &actual, &self.failures, &notes);
-        self.net.amend(&desired, &mut observed);
         self.volumes.amend(&mut observed);
         self.vms.amend(&mut observed);
+        // After the VM half: a running VM whose port broke (rules) is failed like a container.
+        self.net.amend(&desired, &mut observed);
         let vm_users = self.vms.volume_users();
         for v in &mut observed.volumes {
             if let Some(inst) = users.get(v.volume_id.as_str()) {

@@ -1,7 +1,8 @@
 //! The network half of a reconcile pass: builds this node's VPCs, plugs each running container
 //! that has a VPC port into it (again after every restart: a new process has a new network
 //! namespace), unplugs what is gone, and amends the observation: an instance with a port is
-//! `running` only once its port is up.
+//! `running` only once its port is up. VMs get their port (a veth whose host end carries the
+//! guest's macvtap) before their domain is created, and keep it while their instance exists.
 
 use crate::model::{DesiredState, InstanceState, ObservedState, RunState};
 use crate::network::{NetworkAttachment, NetworkBackend, VpcSpec};
@@ -28,6 +29,8 @@ pub(super) struct NetState {
     synced: Option<(Vec<VpcSpec>, Instant)>,
     vpc_error: Option<String>,
     plugged: HashMap<String, Plugged>,
+    /// VM instance → (its attachment, the host link of its port).
+    vm_ports: HashMap<String, (NetworkAttachment, String)>,
     /// Instance → why its port is not up (shown as the instance's reason).
     errors: HashMap<String, String>,
 }
@@ -40,6 +43,7 @@ impl NetState {
             synced: None,
             vpc_error: None,
             plugged: HashMap::new(),
+            vm_ports: HashMap::new(),
             errors: HashMap::new(),
         }
     }
@@ -68,7 +72,9 @@ impl NetState {
             .filter_map(|c| Some((c.label(labels::INSTANCE_ID)?, c)))
             .collect();
         if resynced {
-            self.forget_vanished_ports(backend.as_ref(), &running).await;
+            self.forget_vanished_ports(backend.as_ref(), &running, desired)
+                .await;
+            self.remove_unwanted_ports(backend.as_ref(), desired).await;
         }
         // Unplug what is no longer wanted or no longer runs.
         let stale: Vec<String> = self
@@ -86,8 +92,20 @@ impl NetState {
             })
             .map(|(id, _)| id.clone())
             .collect();
-        for id in stale {
+        let stale_vms: Vec<String> = self
+            .vm_ports
+            .keys()
+            .filter(|id| {
+                !desired
+                    .instances
+                    .iter()
+                    .any(|s| s.instance_id == **id && matches!(s.network, Some(Ok(_))))
+            })
+            .cloned()
+            .collect();
+        for id in stale.into_iter().chain(stale_vms) {
             self.plugged.remove(&id);
+            self.vm_ports.remove(&id);
             if let Err(e) = backend.detach(&id).await {
                 tracing::warn!(instance_id = %id, error = %e, "cannot remove an instance's port");
             }
@@ -106,6 +124,10 @@ impl NetState {
             };
             if let Some(e) = &self.vpc_error {
                 self.errors.insert(id.to_owned(), format!("network: {e}"));
+                continue;
+            }
+            if spec.kind == "vm" {
+                self.plug_vm(backend.as_ref(), id, attachment).await;
                 continue;
             }
             let Some(c) = running.get(id) else { continue };
@@ -128,6 +150,70 @@ impl NetState {
                     tracing::warn!(instance_id = %id, error = %e, "cannot plug the instance into its VPC");
                     self.errors.insert(id.to_owned(), format!("network: {e}"));
                 }
+            }
+        }
+    }
+
+    /// Makes sure a VM's port exists and is right (cheap when it is: one comparison).
+    async fn plug_vm(&mut self, backend: &dyn NetworkBackend, id: &str, a: &NetworkAttachment) {
+        if self.vm_ports.get(id).is_some_and(|(had, _)| had == a) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match backend.attach_vm(id, a).await {
+            Ok(link) => {
+                tracing::info!(instance_id = %id, ip = %a.ip, link = %link, took_ms = started.elapsed().as_millis() as u64, "VM's VPC port up");
+                self.vm_ports.insert(id.to_owned(), (a.clone(), link));
+            }
+            Err(e) => {
+                tracing::warn!(instance_id = %id, error = %e, "cannot give the VM its VPC port");
+                self.errors.insert(id.to_owned(), format!("network: {e}"));
+            }
+        }
+    }
+
+    /// Where each VM with a VPC port stands: `Ok(host link)` when its port is up, `Err(why)`
+    /// when it cannot be made. VMs missing from the map have no port yet.
+    pub(super) fn vm_links(&self) -> HashMap<String, Result<String, String>> {
+        let mut out: HashMap<String, Result<String, String>> = self
+            .vm_ports
+            .iter()
+            .map(|(id, (_, link))| (id.clone(), Ok(link.clone())))
+            .collect();
+        for (id, e) in &self.errors {
+            out.insert(id.clone(), Err(e.clone()));
+        }
+        out
+    }
+
+    /// Removes ports that no desired instance has: VM ports outlive their guest's process, so
+    /// those of VMs deleted while the agent was down are found here (after a restart the
+    /// agent remembers none).
+    async fn remove_unwanted_ports(
+        &mut self,
+        backend: &dyn NetworkBackend,
+        desired: &DesiredState,
+    ) {
+        let ports = match backend.ports().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list VPC ports");
+                return;
+            }
+        };
+        for port in ports {
+            let wanted = desired
+                .instances
+                .iter()
+                .any(|s| s.instance_id == port.instance_id && matches!(s.network, Some(Ok(_))));
+            if wanted {
+                continue;
+            }
+            tracing::info!(instance_id = %port.instance_id, port = %port.port, "removing a VPC port no instance wants");
+            self.plugged.remove(&port.instance_id);
+            self.vm_ports.remove(&port.instance_id);
+            if let Err(e) = backend.detach(&port.instance_id).await {
+                tracing::warn!(instance_id = %port.instance_id, error = %e, "cannot remove an instance's port");
             }
         }
     }
@@ -168,6 +254,7 @@ impl NetState {
         &mut self,
         backend: &dyn NetworkBackend,
         running: &HashMap<&str, &ContainerInfo>,
+        desired: &DesiredState,
     ) {
         let ports = match backend.ports().await {
             Ok(p) => p,
@@ -187,6 +274,15 @@ impl NetState {
             }
             tracing::warn!(instance_id = %id, "an instance's VPC port vanished; plugging it again");
             false
+        });
+        self.vm_ports.retain(|id, _| {
+            let there = ports.iter().any(|port| port.instance_id == *id);
+            // (A VM being deleted loses its port with its VPC: no news.)
+            let wanted = desired.instances.iter().any(|s| s.instance_id == *id);
+            if !there && wanted {
+                tracing::warn!(instance_id = %id, "a VM's VPC port vanished; making it again (the guest needs a restart to use it)");
+            }
+            there
         });
     }
 
@@ -210,7 +306,9 @@ impl NetState {
             if let Some(e) = self.errors.get(&o.instance_id) {
                 o.state = InstanceState::Failed;
                 o.reason = e.clone();
-            } else if !self.plugged.contains_key(&o.instance_id) {
+            } else if !self.plugged.contains_key(&o.instance_id)
+                && !self.vm_ports.contains_key(&o.instance_id)
+            {
                 o.state = InstanceState::Starting;
                 o.reason = "waiting for its VPC port".into();
             }

@@ -450,3 +450,116 @@ async fn a_crashed_guest_is_restarted_by_on_failure_and_reported_otherwise() {
     );
     assert_eq!(state(&o, "v2").0, InstanceState::Running);
 }
+
+mod vpc {
+    use super::*;
+    use crate::network::fake::VM_PORT;
+    use crate::network::{FakeNetwork, Mac, NetworkAttachment, SubnetSpec, VpcSpec};
+    use std::net::Ipv4Addr;
+
+    fn attachment() -> NetworkAttachment {
+        NetworkAttachment {
+            vpc_id: "vpc-1".into(),
+            vni: 4242,
+            subnet_id: "sub-1".into(),
+            ip: Ipv4Addr::new(10, 0, 1, 5),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 0, 1, 1),
+            mac: Mac([2, 0x7c, 10, 0, 1, 5]),
+            ingress: vec![],
+            egress: vec![],
+            egress_restricted: false,
+        }
+    }
+
+    fn vpc() -> VpcSpec {
+        VpcSpec {
+            vpc_id: "vpc-1".into(),
+            vni: 4242,
+            subnets: vec![SubnetSpec {
+                subnet_id: "sub-1".into(),
+                cidr: "10.0.1.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 0, 1, 1),
+                nat_egress: false,
+            }],
+            peers: vec![],
+            remote_endpoints: vec![],
+        }
+    }
+
+    async fn apply(
+        f: &mut Fixture,
+        instances: Vec<InstanceSpec>,
+        vpcs: Vec<VpcSpec>,
+    ) -> ObservedState {
+        f.generation += 1;
+        let d = DesiredState {
+            generation: f.generation,
+            instances,
+            vpcs,
+            ..Default::default()
+        };
+        assert!(f.rec.set_desired(Arc::new(d)));
+        f.pass().await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vm_gets_its_port_before_its_domain_keeps_it_across_restarts_and_loses_it_with_its_instance()
+     {
+        if !tools_present() {
+            return;
+        }
+        let mut f = Fixture::new();
+        let net = FakeNetwork::new();
+        f.rec = Fixture::reconciler(&f.hv, &f.dir).with_network(Arc::new(net.clone()));
+        let spec = InstanceSpec {
+            network: Some(Ok(attachment())),
+            ..f.vm("v1", RunState::Running, 1, RestartPolicy::Never)
+        };
+
+        // Its VPC is not built here: no port, so no domain; the reason says why.
+        let o = apply(&mut f, vec![spec.clone()], vec![]).await;
+        let (st, why) = state(&o, "v1");
+        assert_eq!(st, InstanceState::Failed, "{why}");
+        assert!(why.contains("not built on this host"), "{why}");
+        assert!(
+            f.hv.take_calls().is_empty(),
+            "nothing defined without a port"
+        );
+
+        // With the VPC: the port first, then the domain with a NIC on the port's host link.
+        let o = apply(&mut f, vec![spec.clone()], vec![vpc()]).await;
+        assert_eq!(state(&o, "v1").0, InstanceState::Running);
+        assert_eq!(f.hv.take_calls(), vec!["define tc-vm-v1", "start tc-vm-v1"]);
+        let (ns, a) = net.port("v1").expect("a port");
+        assert_eq!((ns.to_str(), a), (Some(VM_PORT), attachment()));
+        let xml = f.hv.xml_of("tc-vm-v1").unwrap();
+        let link = crate::network::vm_link_name("fake", "v1");
+        assert!(
+            xml.contains(&format!(
+                "<interface type='direct'><mac address='02:7c:0a:00:01:05'/><source dev='{link}' mode='bridge'/>"
+            )),
+            "{xml}"
+        );
+        let calls = net.attach_calls();
+        f.pass().await;
+        assert_eq!(
+            net.attach_calls(),
+            calls,
+            "a port that is right is not touched"
+        );
+
+        // An agent restart: the running domain is re-adopted and its port re-asserted in place.
+        f.rec = Fixture::reconciler(&f.hv, &f.dir).with_network(Arc::new(net.clone()));
+        let o = apply(&mut f, vec![spec.clone()], vec![vpc()]).await;
+        assert_eq!(state(&o, "v1").0, InstanceState::Running);
+        assert!(f.hv.take_calls().is_empty(), "the domain is left alone");
+        assert_eq!(net.attach_calls(), calls + 1);
+        assert!(net.port("v1").is_some());
+
+        // Deleted: the domain and the port go (the VPC stays while it is wanted).
+        apply(&mut f, vec![], vec![vpc()]).await;
+        assert!(net.port("v1").is_none(), "the port is removed");
+        assert!(f.hv.xml_of("tc-vm-v1").is_none());
+    }
+}

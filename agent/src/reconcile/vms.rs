@@ -12,6 +12,7 @@ use crate::model::{
 };
 use crate::storage::VolumeBackend;
 use crate::vm::files::{Seed, VmFiles};
+use crate::vm::netconfig::{host_nameservers, network_config};
 use crate::vm::xml::{DomainParams, disk_xml, domain_xml};
 use crate::vm::{DomainInfo, DomainState, Hypervisor, domain_name, instance_of};
 use rand::Rng;
@@ -38,6 +39,8 @@ pub(super) struct VmHalf {
     /// Instance → the mounts its domain's disks were last made to match. A domain is read
     /// (its XML) and changed only when its instance's mounts differ from these.
     synced: HashMap<String, Vec<(String, String)>>,
+    /// VMs not created in this pass because their VPC port is not up: (state, why).
+    blocked: HashMap<String, (InstanceState, String)>,
     observed: Vec<InstanceObservation>,
 }
 
@@ -72,6 +75,7 @@ impl VmHalf {
             stopping: HashMap::new(),
             seen: HashSet::new(),
             synced: HashMap::new(),
+            blocked: HashMap::new(),
             observed: Vec::new(),
         }
     }
@@ -106,7 +110,9 @@ impl VmHalf {
         desired: &DesiredState,
         acted: &mut ActedStore,
         volumes: Option<Arc<dyn VolumeBackend>>,
+        links: &HashMap<String, Result<String, String>>,
     ) {
+        self.blocked.clear();
         let specs: Vec<&InstanceSpec> = desired.instances.iter().filter(|s| is_vm(s)).collect();
         let wanted: HashSet<&str> = specs.iter().map(|s| s.instance_id.as_str()).collect();
         self.failures.retain(|id, _| wanted.contains(id.as_str()));
@@ -191,9 +197,25 @@ impl VmHalf {
                         );
                         continue;
                     }
+                    let nic = match (&spec.network, links.get(id)) {
+                        (None, _) => None,
+                        (Some(Ok(a)), Some(Ok(link))) => Some((link.clone(), a.mac.to_string())),
+                        (_, Some(Err(e))) => {
+                            self.blocked
+                                .insert(id.to_owned(), (InstanceState::Failed, e.clone()));
+                            continue;
+                        }
+                        (_, _) => {
+                            self.blocked.insert(
+                                id.to_owned(),
+                                (InstanceState::Starting, "waiting for its VPC port".into()),
+                            );
+                            continue;
+                        }
+                    };
                     changed = true;
                     acted.mark(id, spec.change_generation);
-                    self.create(hv.as_ref(), &files, volumes.as_deref(), spec)
+                    self.create(hv.as_ref(), &files, volumes.as_deref(), spec, nic)
                         .await
                 }
                 (RunState::Running, Some(DomainState::ShutOff | DomainState::Crashed)) => {
@@ -310,6 +332,7 @@ impl VmHalf {
         files: &VmFiles,
         volumes: Option<&dyn VolumeBackend>,
         spec: &InstanceSpec,
+        nic: Option<(String, String)>,
     ) -> Result<(), String> {
         let id = spec.instance_id.as_str();
         let vm = spec
@@ -325,7 +348,10 @@ impl VmHalf {
                 vm.hostname.clone()
             },
             user_data: vm.user_data.clone(),
-            network_config: "version: 2\n".into(),
+            network_config: match &spec.network {
+                Some(Ok(a)) => network_config(Some(a), &host_nameservers().await),
+                _ => network_config(None, &[]),
+            },
         };
         let disks = volume_disks(volumes, spec).await?;
         let paths = files
@@ -351,6 +377,7 @@ impl VmHalf {
             seed_iso: Some(paths.seed_iso),
             volumes: disks,
             kernel,
+            nic,
             serial_log: paths.serial_log,
             vnc_password: vnc_password(),
         });
@@ -442,9 +469,10 @@ impl VmHalf {
                         Some(r) => (InstanceState::Failed, r),
                         None => (InstanceState::Stopped, "the guest powered off".into()),
                     },
-                    (None, RunState::Running) => match failure {
-                        Some(r) => (InstanceState::Failed, r),
-                        None => (InstanceState::Starting, "creating the VM".into()),
+                    (None, RunState::Running) => match (failure, self.blocked.get(id)) {
+                        (Some(r), _) => (InstanceState::Failed, r),
+                        (None, Some((state, why))) => (*state, why.clone()),
+                        (None, None) => (InstanceState::Starting, "creating the VM".into()),
                     },
                 };
                 let mut o = InstanceObservation::new(id, state, reason);

@@ -14,6 +14,8 @@ struct State {
     usage: BTreeMap<String, (u64, u64)>,
     /// Domain → (disk bytes read, written).
     disk_io: BTreeMap<String, (u64, u64)>,
+    /// Domain → (NIC bytes received, sent).
+    net_io: BTreeMap<String, (u64, u64)>,
     calls: Vec<String>,
     /// Guests ignore the ACPI power button (like the busybox test guest).
     ignore_acpi: bool,
@@ -82,6 +84,11 @@ impl FakeHypervisor {
     /// The domain's disk bytes read and written so far.
     pub fn set_disk_io(&self, name: &str, read: u64, written: u64) {
         self.lock().disk_io.insert(name.to_owned(), (read, written));
+    }
+
+    /// The domain's NIC bytes received and sent so far.
+    pub fn set_net_io(&self, name: &str, rx: u64, tx: u64) {
+        self.lock().net_io.insert(name.to_owned(), (rx, tx));
     }
 
     /// The domain vanishes behind the agent's back.
@@ -177,11 +184,14 @@ impl Hypervisor for FakeHypervisor {
         Ok(())
     }
 
-    async fn disk_io(&self, name: &str) -> Result<(u64, u64), VmError> {
+    async fn io(&self, name: &str) -> Result<super::DomainIo, VmError> {
         let st = self.lock();
         st.domains
             .get(name)
-            .map(|_| st.disk_io.get(name).copied().unwrap_or_default())
+            .map(|_| super::DomainIo {
+                disk: st.disk_io.get(name).copied().unwrap_or_default(),
+                net: st.net_io.get(name).copied(),
+            })
             .ok_or_else(|| VmError::NotFound(name.to_owned()))
     }
 

@@ -230,7 +230,7 @@ impl Hypervisor for LibvirtHypervisor {
         }
     }
 
-    async fn disk_io(&self, name: &str) -> Result<(u64, u64), VmError> {
+    async fn io(&self, name: &str) -> Result<super::DomainIo, VmError> {
         let name = name.to_owned();
         self.with(move |c| {
             let d = Domain::lookup_by_name(c, &name).map_err(err)?;
@@ -247,7 +247,21 @@ impl Hypervisor for LibvirtHypervisor {
                     wr = wr.saturating_add(u64::try_from(s.wr_bytes).unwrap_or(0));
                 }
             }
-            Ok((rd, wr))
+            // libvirt finds an interface by its MAC address as well as by its device name.
+            let net = super::xml::interface_macs(&xml)
+                .iter()
+                .filter_map(|mac| d.interface_stats(mac).ok())
+                .fold(None, |acc: Option<(u64, u64)>, s| {
+                    let (rx, tx) = acc.unwrap_or_default();
+                    Some((
+                        rx.saturating_add(u64::try_from(s.rx_bytes).unwrap_or(0)),
+                        tx.saturating_add(u64::try_from(s.tx_bytes).unwrap_or(0)),
+                    ))
+                });
+            Ok(super::DomainIo {
+                disk: (rd, wr),
+                net,
+            })
         })
         .await
     }

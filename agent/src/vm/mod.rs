@@ -9,6 +9,7 @@
 pub mod fake;
 pub mod files;
 pub mod libvirt;
+pub mod netconfig;
 pub mod usage;
 pub mod xml;
 
@@ -97,6 +98,16 @@ pub enum VmError {
     },
 }
 
+/// I/O counters of a running domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DomainIo {
+    /// Bytes read from and written to all of its disks.
+    pub disk: (u64, u64),
+    /// Bytes received and sent by its NIC (the guest's view, as libvirt reports it); `None`
+    /// without a NIC.
+    pub net: Option<(u64, u64)>,
+}
+
 /// A hypervisor the agent runs VMs on. Every method is idempotent where that makes sense:
 /// starting a running domain, destroying a stopped one or undefining a missing one succeed.
 #[async_trait]
@@ -116,8 +127,8 @@ pub trait Hypervisor: Send + Sync {
     async fn undefine(&self, name: &str) -> Result<(), VmError>;
     /// The running domain's VNC server: (port on 127.0.0.1, password).
     async fn vnc(&self, name: &str) -> Result<(u16, String), VmError>;
-    /// Bytes read and written by all of the running domain's disks since it started.
-    async fn disk_io(&self, name: &str) -> Result<(u64, u64), VmError>;
+    /// I/O counters of the running domain since it started: all of its disks, and its NIC.
+    async fn io(&self, name: &str) -> Result<DomainIo, VmError>;
     /// (guest device, source) of the domain's volume disks (not the root disk).
     async fn disks(&self, name: &str) -> Result<Vec<(String, String)>, VmError>;
     /// Adds a disk (`<disk>` XML) to the domain's definition and, when it runs, hot-plugs it.

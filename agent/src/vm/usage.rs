@@ -1,6 +1,6 @@
 //! CPU and memory of running VMs for telemetry: CPU percent from the growth of each domain's
 //! CPU time between two samples (100 % = one vCPU busy, like Docker's figure), memory as the
-//! domain's current allocation.
+//! domain's current allocation, disk and NIC byte counters from libvirt.
 
 use super::{DomainState, Hypervisor, instance_of};
 use crate::model::InstanceUsage;
@@ -28,7 +28,10 @@ impl VmSampler {
         let out = self.cpu(domains, node_id, now);
         let mut usage = Vec::with_capacity(out.len());
         for (name, mut u) in out {
-            u.disk_io = hv.disk_io(&name).await.ok();
+            if let Ok(io) = hv.io(&name).await {
+                u.disk_io = Some(io.disk);
+                u.net_io = io.net;
+            }
             usage.push(u);
         }
         usage
@@ -72,6 +75,7 @@ impl VmSampler {
                     memory_used_bytes: d.memory_kib.saturating_mul(1024),
                     memory_limit_bytes: d.memory_kib.saturating_mul(1024),
                     disk_io: None,
+                    net_io: None,
                 },
             ));
         }
@@ -103,6 +107,9 @@ mod tests {
         assert_eq!(second[0].memory_used_bytes, 256 << 20);
         hv.set_disk_io("tc-vm-a", 4096, 8192);
         assert_eq!(s.sample(&hv, "n1").await[0].disk_io, Some((4096, 8192)));
+        assert_eq!(s.sample(&hv, "n1").await[0].net_io, None, "no NIC");
+        hv.set_net_io("tc-vm-a", 100, 200);
+        assert_eq!(s.sample(&hv, "n1").await[0].net_io, Some((100, 200)));
         assert!(
             s.sample(&hv, "other-node").await.is_empty(),
             "only this node's domains"

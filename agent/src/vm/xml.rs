@@ -1,7 +1,7 @@
 //! Domain XML from an instance's VM spec: vCPUs, memory, machine type, `kvm` or `qemu`
 //! (TCG), ACPI on (libvirt 9 with QEMU 10 needs it), the root disk (a qcow2 overlay), the
 //! cloud-init seed as a CD-ROM, volumes as virtio disks, the serial console into a log file
-//! (rotated by virtlogd),
+//! (rotated by virtlogd), the VPC port as a virtio NIC on a macvtap over the port's host link,
 //! VNC on 127.0.0.1 only with a per-domain password, and our metadata (instance id).
 //!
 //! Every value is XML-escaped; paths are the agent's own.
@@ -30,6 +30,8 @@ pub struct DomainParams {
     pub volumes: Vec<(PathBuf, String)>,
     /// Direct kernel boot: kernel, initrd, command line.
     pub kernel: Option<(PathBuf, Option<PathBuf>, String)>,
+    /// The VPC port: (host link under the macvtap, the guest's MAC).
+    pub nic: Option<(String, String)>,
     pub serial_log: PathBuf,
     /// At most 8 characters (VNC's limit).
     pub vnc_password: String,
@@ -95,6 +97,22 @@ pub fn volume_disks(xml: &str) -> Vec<(String, String)> {
     out
 }
 
+/// MAC addresses of the domain's NICs in domain XML.
+pub fn interface_macs(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("<interface ") {
+        let Some(j) = rest[i..].find("</interface>") else {
+            break;
+        };
+        if let Some(mac) = super::xml_attr(&rest[i..i + j], "mac", "address") {
+            out.push(mac);
+        }
+        rest = &rest[i + j..];
+    }
+    out
+}
+
 /// The domain XML.
 pub fn domain_xml(p: &DomainParams) -> String {
     let mut x = String::new();
@@ -148,6 +166,16 @@ pub fn domain_xml(p: &DomainParams) -> String {
             path(seed)
         );
     }
+    if let Some((link, mac)) = &p.nic {
+        // macvtap in bridge mode over the host end of the instance's veth: frames leave with
+        // the guest's MAC, which the VPC bridge's anti-spoofing rules pin.
+        let _ = writeln!(
+            x,
+            "    <interface type='direct'><mac address='{}'/><source dev='{}' mode='bridge'/><model type='virtio'/></interface>",
+            escape(mac),
+            escape(link)
+        );
+    }
     // A pty whose output virtlogd also writes to the log file, rotating it (virtlogd's
     // max_size/max_backups, 2 MiB × 3 by default): a chatty guest cannot fill the disk.
     let _ = writeln!(
@@ -185,6 +213,7 @@ mod tests {
                 ("/dev/vg/vol-b".into(), "vdc".into()),
             ],
             kernel: None,
+            nic: Some(("tcm0123456789ab".into(), "02:7c:0a:00:00:05".into())),
             serial_log: "/vms/i1/serial.log".into(),
             vnc_password: "pw<&>'\"".into(),
         }
@@ -207,6 +236,11 @@ mod tests {
         assert!(x.contains("passwd='pw&lt;&amp;&gt;&apos;&quot;'"), "{x}");
         assert!(x.contains(&format!("xmlns:thecloud='{METADATA_NS}' id='i1' node='n1'")));
         assert!(x.contains("<boot dev='hd'/>"));
+        assert!(x.contains("<interface type='direct'><mac address='02:7c:0a:00:00:05'/><source dev='tcm0123456789ab' mode='bridge'/><model type='virtio'/></interface>"), "{x}");
+        assert_eq!(interface_macs(&x), vec!["02:7c:0a:00:00:05".to_string()]);
+        let mut no_nic = params();
+        no_nic.nic = None;
+        assert!(!domain_xml(&no_nic).contains("<interface"));
     }
 
     #[test]

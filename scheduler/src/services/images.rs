@@ -159,11 +159,6 @@ impl App {
         for (i, m) in req.volumes.iter().enumerate() {
             super::volumes::vm_device(&format!("volumes[{i}].mount_path"), &m.mount_path)?;
         }
-        if req.subnet_id.is_some() {
-            return Err(Error::Invalid(
-                "subnet_id: VMs in VPC subnets are not supported yet".into(),
-            ));
-        }
         let disk_gb = req.disk_gb.unwrap_or(DEFAULT_DISK_GB);
         if !(1..=MAX_DISK_GB).contains(&disk_gb) {
             return Err(Error::Invalid(format!(

@@ -323,6 +323,8 @@ impl App {
                         memory_limit_bytes: u.memory_limit_bytes,
                         disk_read_bytes: u.disk_read_bytes,
                         disk_write_bytes: u.disk_write_bytes,
+                        net_rx_bytes: u.net_rx_bytes,
+                        net_tx_bytes: u.net_tx_bytes,
                         sampled_at,
                     },
                 ))

@@ -20,7 +20,7 @@ use std::sync::Arc;
 const ETH0: &str = "eth0";
 
 /// The address recorded in a port's alias ("<instance id> <ip>").
-fn alias_ip(link: &Link) -> Option<Ipv4Addr> {
+pub(super) fn alias_ip(link: &Link) -> Option<Ipv4Addr> {
     link.alias
         .as_deref()?
         .split_whitespace()
@@ -36,26 +36,16 @@ impl LinuxNetwork {
         netns: &Path,
         a: &NetworkAttachment,
     ) -> Result<(), NetworkError> {
-        if a.prefix_len == 0 || a.prefix_len > 30 || a.ip == a.gateway {
-            return Err(NetworkError::Invalid(format!(
-                "instance {instance_id}: bad address {}/{} (gateway {})",
-                a.ip, a.prefix_len, a.gateway
-            )));
-        }
+        check_address(instance_id, a)?;
         self.refuse_own_namespace(netns)?;
-        let w = self.vpc(a.vni, false).await?.ok_or_else(|| {
-            NetworkError::Invalid(format!(
-                "VPC {} (vni {}) is not built on this host",
-                a.vpc_id, a.vni
-            ))
-        })?;
+        let w = self.built_vpc(a).await?;
         let target = NsWorker::start(
             &format!("instance {instance_id}"),
             NsTarget::Path(netns.to_path_buf()),
         )
         .await?;
         let port = port_name(instance_id);
-        let (ns, mtu, prefix) = (self.ns_name(a.vni), self.mtu(), self.config.prefix.clone());
+        let (ns, mtu) = (self.ns_name(a.vni), self.mtu());
 
         let (p, n) = (port.clone(), ns.clone());
         let (port_link, br) = w
@@ -89,7 +79,6 @@ impl LinuxNetwork {
                 "instance {instance_id}: its namespace already has an eth0 that is not our port; not touching it"
             )));
         }
-        let (mut port_link, mut eth0) = (port_link, eth0);
         let reuse = match (&port_link, &eth0) {
             (Some(p), Some((e, addrs))) => {
                 p.peer == Some(e.index)
@@ -103,35 +92,15 @@ impl LinuxNetwork {
         };
 
         // 1. Rules first, in one transaction.
-        let old_ip = port_link.as_ref().and_then(alias_ip);
-        let rules = firewall::instance_rules(&prefix, &port, a, old_ip);
-        let (n, ip) = (ns.clone(), a.ip);
-        let r = rules.clone();
-        let first_try = w
-            .run(move |_h| async move { firewall::apply(&r, &n) })
-            .await;
+        let mut port_link = port_link;
+        let mut eth0 = eth0;
         let mut reuse = reuse;
-        if first_try.is_err() {
-            // A stale element for this address (an instance never detached) must be evicted,
-            // which leaves the address without dispatch for a moment: fail closed by removing
-            // the existing port first (its eth0 goes with it); it is recreated below.
-            if let Some(old) = port_link.take() {
-                let (n, p) = (ns.clone(), port.clone());
-                w.run(move |h| async move {
-                    links::del_link(&h, old.index, &format!("{p} in {n}")).await
-                })
-                .await?;
-                eth0 = None;
-                reuse = false;
-            }
-            let n = ns.clone();
-            w.run(move |_h| async move {
-                for s in firewall::evict_ip(&prefix, ip) {
-                    let _ = firewall::apply(&s, &n);
-                }
-                firewall::apply(&rules, &n)
-            })
-            .await?;
+        if self
+            .install_rules(&w, &ns, &port, a, &mut port_link)
+            .await?
+        {
+            eth0 = None;
+            reuse = false;
         }
         let alias = format!("{instance_id} {}", a.ip);
         if reuse {
@@ -194,6 +163,51 @@ impl LinuxNetwork {
             .await
     }
 
+    /// Installs a port's security-group and anti-spoofing rules in one transaction. A stale
+    /// element for the address (an instance never detached) must be evicted, which leaves the
+    /// address without dispatch for a moment: then the existing port is removed first (fail
+    /// closed; the caller recreates it) and `true` is returned.
+    pub(super) async fn install_rules(
+        &self,
+        w: &Arc<NsWorker>,
+        ns: &str,
+        port: &str,
+        a: &NetworkAttachment,
+        port_link: &mut Option<Link>,
+    ) -> Result<bool, NetworkError> {
+        let prefix = self.config.prefix.clone();
+        let old_ip = port_link.as_ref().and_then(alias_ip);
+        let rules = firewall::instance_rules(&prefix, port, a, old_ip);
+        let (n, ip) = (ns.to_owned(), a.ip);
+        let r = rules.clone();
+        let first_try = w
+            .run(move |_h| async move { firewall::apply(&r, &n) })
+            .await;
+        if first_try.is_ok() {
+            return Ok(false);
+        }
+        let removed = match port_link.take() {
+            Some(old) => {
+                let (n, p) = (ns.to_owned(), port.to_owned());
+                w.run(move |h| async move {
+                    links::del_link(&h, old.index, &format!("{p} in {n}")).await
+                })
+                .await?;
+                true
+            }
+            None => false,
+        };
+        let n = ns.to_owned();
+        w.run(move |_h| async move {
+            for s in firewall::evict_ip(&prefix, ip) {
+                let _ = firewall::apply(&s, &n);
+            }
+            firewall::apply(&rules, &n)
+        })
+        .await?;
+        Ok(removed)
+    }
+
     /// Removes a port and its rules from one VPC namespace (nothing when it has neither).
     pub(super) async fn detach_in(
         &self,
@@ -233,6 +247,17 @@ impl LinuxNetwork {
         })
         .await
     }
+}
+
+/// Refuses an attachment whose address cannot work (the gateway's, or a prefix with no room).
+pub(super) fn check_address(instance_id: &str, a: &NetworkAttachment) -> Result<(), NetworkError> {
+    if a.prefix_len == 0 || a.prefix_len > 30 || a.ip == a.gateway {
+        return Err(NetworkError::Invalid(format!(
+            "instance {instance_id}: bad address {}/{} (gateway {})",
+            a.ip, a.prefix_len, a.gateway
+        )));
+    }
+    Ok(())
 }
 
 fn open_ns(path: &PathBuf) -> Result<File, NetworkError> {
@@ -284,6 +309,19 @@ pub(super) fn parse_refs(json: &str, port: &str) -> (bool, Vec<Ipv4Addr>) {
 }
 
 impl LinuxNetwork {
+    /// The worker of the attachment's VPC, which `sync_vpcs` must have built.
+    pub(super) async fn built_vpc(
+        &self,
+        a: &NetworkAttachment,
+    ) -> Result<Arc<NsWorker>, NetworkError> {
+        self.vpc(a.vni, false).await?.ok_or_else(|| {
+            NetworkError::Invalid(format!(
+                "VPC {} (vni {}) is not built on this host",
+                a.vpc_id, a.vni
+            ))
+        })
+    }
+
     /// Refuses to plug into the host's (or the agent's own) network namespace: a stale or
     /// reused PID must never make attach rename or delete host interfaces.
     fn refuse_own_namespace(&self, netns: &Path) -> Result<(), NetworkError> {

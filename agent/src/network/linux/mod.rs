@@ -11,7 +11,8 @@
 //! * per VPC an uplink veth `<prefix>u<vni>` (host) ↔ `uplink` (VPC) on a transit /30 inside
 //!   100.64.0.0/10, used for NAT egress;
 //! * per instance a veth `p<id tail>` (bridge port, alias = "<instance id> <ip>") ↔ `eth0` in
-//!   the instance's namespace.
+//!   the instance's namespace, or for a VM ↔ `<prefix>m<id tail>` in the host namespace, under
+//!   the guest's macvtap (see `vm_port`).
 //!
 //! State lives in the kernel only (namespaces, interface aliases, nft tables): no state file
 //! and no cache to go stale, so an agent restart or a second agent instance sees the same
@@ -22,6 +23,7 @@ mod host;
 mod instance;
 mod links;
 mod netns;
+mod vm_port;
 
 use super::{NetworkAttachment, NetworkBackend, NetworkError, PortInfo, VpcSpec, port_name};
 use async_trait::async_trait;
@@ -406,6 +408,15 @@ impl NetworkBackend for LinuxNetwork {
     ) -> Result<(), NetworkError> {
         self.available()?;
         self.attach_port(instance_id, netns, attachment).await
+    }
+
+    async fn attach_vm(
+        &self,
+        instance_id: &str,
+        attachment: &NetworkAttachment,
+    ) -> Result<String, NetworkError> {
+        self.available()?;
+        self.attach_vm_port(instance_id, attachment).await
     }
 
     async fn detach(&self, instance_id: &str) -> Result<(), NetworkError> {
