@@ -10,6 +10,7 @@ mod client_network;
 mod client_snapshot;
 mod client_volume;
 pub mod error;
+pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod instance;
@@ -24,6 +25,11 @@ pub use reqwest::Method;
 pub use client::{Client, ClientError};
 pub use client_console::ConsoleStream;
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
+pub use identity::{
+    ApiKey, AuditEntry, CreateApiKeyRequest, CreateBindingRequest, CreateProjectRequest,
+    CreateRoleRequest, CreateUserRequest, CreatedApiKey, LoginRequest, Project, RegisterRequest,
+    Role, RoleBinding, RotateApiKeyRequest, User,
+};
 pub use ids::{
     ImageId, InstanceId, NodeId, ProjectId, SecurityGroupId, SnapshotId, SubnetId, VolumeId, VpcId,
 };

@@ -48,6 +48,8 @@ pub struct ConfigFile {
     /// When more than this fraction of nodes is down, nothing is moved (a partitioned
     /// scheduler must not reschedule the fleet), e.g. 0.5.
     pub max_down_fraction: Option<f64>,
+    /// Whether anyone may create an account and a project (`POST /v1/auth/register`).
+    pub allow_registration: Option<bool>,
 }
 
 impl ConfigFile {
@@ -84,6 +86,7 @@ pub struct Config {
     pub reschedule_after: Duration,
     pub evictions_per_second: f64,
     pub max_down_fraction: f64,
+    pub allow_registration: bool,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
@@ -106,6 +109,7 @@ impl Config {
             reschedule_after: Duration::from_secs(2),
             evictions_per_second: 5.0,
             max_down_fraction: 0.5,
+            allow_registration: false,
         }
     }
 
@@ -156,6 +160,9 @@ impl Config {
         }
         if let Some(v) = file.max_down_fraction {
             c.max_down_fraction = v;
+        }
+        if let Some(v) = file.allow_registration {
+            c.allow_registration = v;
         }
         match file.log_format.as_deref() {
             None | Some("text") => {}

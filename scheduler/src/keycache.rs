@@ -16,6 +16,8 @@ const MAX_ENTRIES: usize = 10_000;
 pub struct CachedKey {
     pub secret_hash: Vec<u8>,
     pub revoked: bool,
+    /// A rotated (or login) key stops working then.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub caller: Caller,
 }
 
@@ -73,10 +75,12 @@ mod tests {
         let key = CachedKey {
             secret_hash: vec![1],
             revoked: false,
+            expires_at: None,
             caller: Caller {
                 key_id: ApiKeyId::new(),
+                user: None,
                 project: ProjectId::new(),
-                is_admin: true,
+                permissions: std::sync::Arc::new(crate::authz::PermissionSet::all()),
             },
         };
         c.put("def", Some(key));

@@ -6,6 +6,7 @@
 //! loops; `server` wires it all up.
 
 pub mod app;
+pub mod authz;
 pub mod config;
 pub mod error;
 pub mod evictor;

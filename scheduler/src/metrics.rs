@@ -19,6 +19,11 @@ pub struct Metrics {
     pub planner_batch_size: Histogram,
     pub evictions: IntCounter,
     pub evictions_blocked: IntGauge,
+    /// Requests refused for a missing, wrong, revoked or expired key (401), or a role that
+    /// does not allow the route (403).
+    pub auth_failures: IntCounterVec,
+    /// Audit rows that could not be written (logged as errors).
+    pub audit_write_failures: IntCounter,
     /// Messages received from agents, by kind (heartbeat, telemetry, observed, logs, hello).
     pub agent_messages: IntCounterVec,
     /// The same counters, resolved once: the per-message path does no label lookup.
@@ -107,6 +112,17 @@ impl Metrics {
             "evictions_blocked",
             "1 while too many nodes are down for evictions to run",
         ));
+        let auth_failures = must(IntCounterVec::new(
+            Opts::new(
+                "auth_failures_total",
+                "API requests refused: unauthenticated (401) or forbidden (403)",
+            ),
+            &["reason"],
+        ));
+        let audit_write_failures = must(IntCounter::new(
+            "audit_write_failures_total",
+            "Audit rows that could not be written",
+        ));
         let agent_messages = must(IntCounterVec::new(
             Opts::new(
                 "agent_messages_total",
@@ -128,6 +144,8 @@ impl Metrics {
             Box::new(evictions.clone()),
             Box::new(evictions_blocked.clone()),
             Box::new(agent_messages.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(audit_write_failures.clone()),
         ] {
             must(registry.register(c));
         }
@@ -145,6 +163,8 @@ impl Metrics {
             planner_batch_size,
             evictions,
             evictions_blocked,
+            auth_failures,
+            audit_write_failures,
             agent_message_counters: AgentMessageCounters {
                 hello: agent_messages.with_label_values(&["hello"]),
                 heartbeat: agent_messages.with_label_values(&["heartbeat"]),

@@ -126,6 +126,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         app.volume_nodes_add(node);
     }
     bootstrap_admin_key(&app).await?;
+    app.ensure_identity().await?;
     app.ensure_bootstrap_join_token().await?;
 
     // Nodes the store believes up get one full node_down_after to reconnect.
@@ -224,6 +225,8 @@ async fn bootstrap_admin_key(app: &App) -> anyhow::Result<()> {
             prefix,
             secret_hash: secrets::sha256(&key),
             is_admin: true,
+            user_id: None,
+            expires_at: None,
         })
         .await?;
     let path = app.config.data_dir.join(ADMIN_KEY_FILE);

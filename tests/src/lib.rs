@@ -80,20 +80,35 @@ impl Cluster {
     }
 
     /// A new API key of the default project **without** operator rights (what a tenant gets).
+    /// A key of a new user who is a `member` of the default project.
     pub async fn member_key(&self) -> String {
+        self.key_with_role("member").await
+    }
+
+    /// A key of a new user bound to `role` in the default project.
+    pub async fn key_with_role(&self, role: &str) -> String {
         let app = &self.running().app;
-        let (prefix, key) = cloud_scheduler::secrets::new_api_key();
-        app.store
-            .api_key_insert(&cloud_scheduler::store::NewApiKey {
-                id: cloud_api::ids::ApiKeyId::new(),
-                project_id: app.default_project,
-                name: "member".into(),
-                prefix,
-                secret_hash: cloud_scheduler::secrets::sha256(&key),
-                is_admin: false,
-            })
+        let project = app.default_project.0.to_string();
+        let email = format!("{role}-{}@test.example", uuid::Uuid::now_v7().simple());
+        app.user_create(cloud_api::CreateUserRequest {
+            email: email.clone(),
+            project: Some(project.clone()),
+            role: Some(role.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("user");
+        let (_, key) = app
+            .user_key_create(
+                &email,
+                cloud_api::CreateApiKeyRequest {
+                    name: "test".into(),
+                    project: Some(project),
+                    expires_in_seconds: None,
+                },
+            )
             .await
-            .expect("member key");
+            .expect("key");
         key
     }
 

@@ -79,8 +79,11 @@ pub async fn require_api_key(
     let key = presented_key(&req).map(str::to_string);
     match authenticate(&app, key.as_deref()).await {
         Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+            req.extensions_mut().insert(caller.clone());
+            let mut resp = next.run(req).await;
+            // For the audit layer outside: who made this request.
+            resp.extensions_mut().insert(caller);
+            resp
         }
         Err(e) => ApiError(e).into_response(),
     }
@@ -98,15 +101,7 @@ async fn authenticate(app: &App, key: Option<&str>) -> Result<Caller, Error> {
         Some(cached) => cached.ok_or_else(unauthorized)?,
         None => {
             let entry = match app.store.api_key_get_by_prefix(prefix).await {
-                Ok(r) => Some(crate::keycache::CachedKey {
-                    secret_hash: r.secret_hash,
-                    revoked: r.revoked_at.is_some(),
-                    caller: Caller {
-                        key_id: r.id.into(),
-                        project: r.project_id.into(),
-                        is_admin: r.is_admin,
-                    },
-                }),
+                Ok(r) => Some(crate::services::identity::resolve_key(app, r).await?),
                 Err(StoreError::NotFound) => None,
                 Err(e) => return Err(e.into()),
             };
@@ -115,7 +110,8 @@ async fn authenticate(app: &App, key: Option<&str>) -> Result<Caller, Error> {
         }
     };
     // The hash is compared on every request, in constant time; only the lookup is cached.
-    if entry.revoked || !secrets::api_key_matches(key, &entry.secret_hash) {
+    let expired = entry.expires_at.is_some_and(|t| t <= chrono::Utc::now());
+    if entry.revoked || expired || !secrets::api_key_matches(key, &entry.secret_hash) {
         return Err(unauthorized());
     }
     Ok(entry.caller)

@@ -43,7 +43,7 @@ pub async fn get(
 
 /// Nodes are fleet infrastructure: only operator (admin) keys see them.
 fn require_operator(caller: &Caller) -> Result<(), Error> {
-    if caller.is_admin {
+    if caller.is_operator() {
         Ok(())
     } else {
         Err(Error::Forbidden(

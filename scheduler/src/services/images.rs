@@ -29,7 +29,7 @@ fn node_path(field: &str, p: &str) -> Result<()> {
 /// Images name files on the nodes, which QEMU then reads: only operators (admin keys) may
 /// register or remove them, or a tenant could point a VM at another tenant's disk.
 fn require_operator(caller: &Caller, what: &str) -> Result<()> {
-    if caller.is_admin {
+    if caller.can(crate::authz::IMAGE_WRITE) {
         Ok(())
     } else {
         Err(Error::Forbidden(format!(

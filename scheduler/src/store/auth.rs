@@ -1,32 +1,11 @@
-//! Projects, API keys and join tokens. Secrets are never stored: only their SHA-256.
+//! Projects and join tokens. Secrets are never stored: only their SHA-256.
 
 use super::{Store, StoreResult, in_tx, on_pool};
 use chrono::{DateTime, Utc};
-use cloud_api::ids::{ApiKeyId, NodeId, ProjectId};
+use cloud_api::ids::{NodeId, ProjectId};
 use sqlx::types::Json;
 use std::collections::BTreeMap;
 use uuid::Uuid;
-
-#[derive(Debug, Clone)]
-pub struct NewApiKey {
-    pub id: ApiKeyId,
-    pub project_id: ProjectId,
-    pub name: String,
-    pub prefix: String,
-    pub secret_hash: Vec<u8>,
-    pub is_admin: bool,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ApiKeyRecord {
-    pub id: Uuid,
-    pub project_id: Uuid,
-    pub name: String,
-    pub prefix: String,
-    pub secret_hash: Vec<u8>,
-    pub is_admin: bool,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
 
 #[derive(Debug, Clone)]
 pub struct NewJoinToken {
@@ -56,48 +35,6 @@ impl Store {
                 .fetch_one(p)
                 .await?;
             Ok(ProjectId(row.0))
-        })
-    }
-
-    pub async fn api_key_insert(&self, key: &NewApiKey) -> StoreResult<()> {
-        on_pool!(self, p => {
-            sqlx::query(
-                "INSERT INTO api_keys (id, project_id, name, prefix, secret_hash, is_admin, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(key.id.0)
-            .bind(key.project_id.0)
-            .bind(&key.name)
-            .bind(&key.prefix)
-            .bind(&key.secret_hash)
-            .bind(key.is_admin)
-            .bind(Utc::now())
-            .execute(p)
-            .await?;
-        });
-        Ok(())
-    }
-
-    pub async fn api_key_get_by_prefix(&self, prefix: &str) -> StoreResult<ApiKeyRecord> {
-        on_pool!(self, p => {
-            Ok(sqlx::query_as::<_, ApiKeyRecord>(
-                "SELECT id, project_id, name, prefix, secret_hash, is_admin, revoked_at
-                 FROM api_keys WHERE prefix = $1",
-            )
-            .bind(prefix)
-            .fetch_one(p)
-            .await?)
-        })
-    }
-
-    pub async fn api_key_count_admin(&self) -> StoreResult<i64> {
-        on_pool!(self, p => {
-            let row: (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM api_keys WHERE is_admin = TRUE AND revoked_at IS NULL",
-            )
-            .fetch_one(p)
-            .await?;
-            Ok(row.0)
         })
     }
 

@@ -5,10 +5,13 @@
 //! Queries use `$N` placeholders, which both drivers accept, and are always parameterised.
 //! Methods are named `<resource>_<verb>`.
 
+mod audit;
 mod auth;
 mod batch;
+mod identity;
 mod images;
 mod instances;
+mod keys;
 mod network;
 pub(crate) mod network_desired;
 mod nodes;
@@ -16,10 +19,13 @@ mod placements;
 mod snapshots;
 mod volumes;
 
-pub use auth::{ApiKeyRecord, NewApiKey, NewJoinToken};
+pub use audit::{AuditFilter, AuditRecord, NewAuditEntry};
+pub use auth::NewJoinToken;
 pub use batch::{DeletionConfirm, ObservationWrite};
+pub use identity::{BindingRecord, NewUser, ProjectRecord, RoleRecord, UserRecord};
 pub use images::{ImageRecord, VmSpecRecord};
 pub use instances::{DeleteOutcome, InstanceRecord, InstanceState, InstanceUpdate, NewInstance};
+pub use keys::{ApiKeyRecord, NewApiKey};
 pub use network::{NewRule, RuleRecord, SecurityGroupRecord, SubnetRecord, VpcRecord};
 pub use network_desired::NodeNetwork;
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};

@@ -513,6 +513,8 @@ async fn keys_projects_counts_and_heartbeats() {
             prefix: "abcdef012345".into(),
             secret_hash: vec![1, 2, 3],
             is_admin: true,
+            user_id: None,
+            expires_at: None,
         };
         store.api_key_insert(&key).await.unwrap();
         assert!(matches!(
@@ -599,6 +601,157 @@ async fn desired_state_reads_agree_with_full_records() {
         let (g, none) = store.node_desired_light(empty).await.unwrap();
         assert!(none.is_empty());
         assert_eq!(g, store.node_generation(empty).await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn users_roles_bindings_key_rotation_and_audit() {
+    on_both(|store| async move {
+        let p1 = store.project_ensure("default").await.unwrap();
+        let p2 = store.project_insert("other").await.unwrap();
+        store
+            .roles_ensure_builtin(&[("viewer", vec!["instance:read".into()])])
+            .await
+            .unwrap();
+        // Idempotent, and updates the grants in place.
+        store
+            .roles_ensure_builtin(&[("viewer", vec!["instance:read".into(), "volume:read".into()])])
+            .await
+            .unwrap();
+        let u = store
+            .user_insert(&NewUser {
+                id: uuid::Uuid::now_v7(),
+                email: "ann@example.org".into(),
+                name: "Ann".into(),
+                password_hash: None,
+                is_operator: false,
+            })
+            .await
+            .unwrap();
+        let dup = NewUser {
+            id: uuid::Uuid::now_v7(),
+            email: "ann@example.org".into(),
+            name: "Ann again".into(),
+            password_hash: None,
+            is_operator: false,
+        };
+        assert!(matches!(
+            store.user_insert(&dup).await,
+            Err(StoreError::Duplicate)
+        ));
+        let viewer = store.role_get(p1, "viewer").await.unwrap();
+        store.binding_insert(p1, u.id, viewer.id).await.unwrap();
+        store.binding_insert(p1, u.id, viewer.id).await.unwrap();
+        assert_eq!(
+            store.user_grants(p1, u.id).await.unwrap(),
+            vec!["instance:read".to_string(), "volume:read".into()]
+        );
+        let other = cloud_api::ProjectId(p2.id);
+        assert!(
+            store.user_grants(other, u.id).await.unwrap().is_empty(),
+            "bindings are per project"
+        );
+        // Custom roles: per project, never shadowing a built-in one.
+        let custom = store
+            .role_insert(other, "ops", &["instance:*".into()])
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.role_insert(other, "viewer", &[]).await,
+            Err(StoreError::Duplicate)
+        ));
+        assert!(
+            store.role_get(p1, "ops").await.is_err(),
+            "another project's role is invisible"
+        );
+        store.binding_insert(other, u.id, custom.id).await.unwrap();
+        assert!(matches!(
+            store.role_delete(other, custom.id).await,
+            Err(StoreError::InUse(_))
+        ));
+        store.binding_delete(other, u.id, custom.id).await.unwrap();
+        store.role_delete(other, custom.id).await.unwrap();
+        assert_eq!(store.project_list(Some(u.id)).await.unwrap().len(), 1);
+
+        // Keys: rotation keeps the old one until the overlap ends; revocation is per user.
+        let key = |prefix: &str| NewApiKey {
+            id: cloud_api::ids::ApiKeyId::new(),
+            project_id: p1,
+            name: "k".into(),
+            prefix: prefix.into(),
+            secret_hash: vec![9],
+            is_admin: false,
+            user_id: Some(u.id),
+            expires_at: None,
+        };
+        let k1 = key("aaaaaaaaaaaa");
+        store.api_key_insert(&k1).await.unwrap();
+        let until = Utc::now() + chrono::Duration::seconds(60);
+        let k2 = key("bbbbbbbbbbbb");
+        store
+            .api_key_rotate(u.id, k1.id.0, until, &k2)
+            .await
+            .unwrap();
+        let old = store.api_key_get(u.id, k1.id.0).await.unwrap();
+        assert!(
+            old.expires_at
+                .is_some_and(|t| (t - until).num_seconds().abs() <= 1)
+        );
+        assert_eq!(store.api_key_list(u.id).await.unwrap().len(), 2);
+        store.api_key_revoke(u.id, k1.id.0).await.unwrap();
+        assert_eq!(store.api_key_list(u.id).await.unwrap().len(), 1);
+        assert!(matches!(
+            store.api_key_revoke(uuid::Uuid::now_v7(), k2.id.0).await,
+            Err(StoreError::NotFound)
+        ));
+
+        // Audit rows: per project, newest first, filtered.
+        let entry = |project: uuid::Uuid, outcome: &str| NewAuditEntry {
+            at: Utc::now(),
+            request_id: "r1".into(),
+            project_id: Some(project),
+            user_id: Some(u.id),
+            key_id: None,
+            action: "POST /v1/instances".into(),
+            resource_type: "instance".into(),
+            resource_id: Some("i1".into()),
+            outcome: outcome.into(),
+            status: 201,
+            source: "127.0.0.1".into(),
+        };
+        store
+            .audit_insert(&[
+                entry(p1.0, "success"),
+                entry(p1.0, "denied"),
+                entry(p2.id, "success"),
+            ])
+            .await
+            .unwrap();
+        let all = store
+            .audit_list(p1.0, &AuditFilter::default(), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].outcome, "denied", "newest first");
+        let denied = AuditFilter {
+            outcome: Some("denied".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store
+                .audit_list(p1.0, &denied, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let page2 = store
+            .audit_list(p1.0, &AuditFilter::default(), Some(all[0].id), 10)
+            .await
+            .unwrap();
+        assert_eq!(page2.len(), 1);
+        assert_eq!(page2[0].id, all[1].id);
     })
     .await;
 }

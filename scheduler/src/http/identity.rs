@@ -1,0 +1,258 @@
+//! Identity handlers: registration, login, API keys, users, projects, roles and bindings.
+
+use super::error::ApiResult;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::app::App;
+use crate::error::Error;
+use crate::services::Caller;
+use crate::store::{ApiKeyRecord, BindingRecord, ProjectRecord, RoleRecord, UserRecord};
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use cloud_api::{
+    ApiKey, CreateApiKeyRequest, CreateBindingRequest, CreateProjectRequest, CreateRoleRequest,
+    CreateUserRequest, CreatedApiKey, LoginRequest, Project, RegisterRequest, Role, RoleBinding,
+    RotateApiKeyRequest, User,
+};
+use serde::Deserialize;
+use std::sync::Arc;
+
+fn key_view(r: ApiKeyRecord) -> ApiKey {
+    ApiKey {
+        id: r.id,
+        name: r.name,
+        prefix: r.prefix,
+        project_id: r.project_id,
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+    }
+}
+
+fn created((r, key): (ApiKeyRecord, String)) -> impl IntoResponse {
+    (
+        StatusCode::CREATED,
+        Json(CreatedApiKey {
+            info: key_view(r),
+            key,
+        }),
+    )
+}
+
+fn user_view(u: UserRecord) -> User {
+    User {
+        id: u.id,
+        email: u.email,
+        name: u.name,
+        operator: u.is_operator,
+        created_at: u.created_at,
+    }
+}
+
+fn project_view(p: ProjectRecord) -> Project {
+    Project {
+        id: p.id,
+        name: p.name,
+        created_at: p.created_at,
+    }
+}
+
+fn role_view(r: RoleRecord) -> Role {
+    Role {
+        id: r.id,
+        name: r.name,
+        permissions: r.permissions.0,
+        builtin: r.project_id.is_none(),
+    }
+}
+
+fn binding_view(b: BindingRecord) -> RoleBinding {
+    RoleBinding {
+        user_id: b.user_id,
+        email: b.email,
+        role_id: b.role_id,
+        role: b.role,
+        created_at: b.created_at,
+    }
+}
+
+pub async fn register(
+    State(app): State<Arc<App>>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(app.register(req).await?))
+}
+
+pub async fn login(
+    State(app): State<Arc<App>>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(app.login(req).await?))
+}
+
+pub async fn key_create(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateApiKeyRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(app.key_create(&caller, req).await?))
+}
+
+pub async fn key_list(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<ApiKey>>> {
+    Ok(Json(
+        app.key_list(&caller)
+            .await?
+            .into_iter()
+            .map(key_view)
+            .collect(),
+    ))
+}
+
+pub async fn key_revoke(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+) -> ApiResult<StatusCode> {
+    app.key_revoke(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn key_rotate(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+    ApiJson(req): ApiJson<RotateApiKeyRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(app.key_rotate(&caller, &id, req).await?))
+}
+
+pub async fn user_create(
+    State(app): State<Arc<App>>,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(user_view(app.user_create(req).await?)),
+    ))
+}
+
+pub async fn user_list(State(app): State<Arc<App>>) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(
+        app.store
+            .user_list()
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(user_view)
+            .collect(),
+    ))
+}
+
+pub async fn user_key_create(
+    State(app): State<Arc<App>>,
+    ApiPath(user): ApiPath,
+    ApiJson(req): ApiJson<CreateApiKeyRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(app.user_key_create(&user, req).await?))
+}
+
+pub async fn project_create(
+    State(app): State<Arc<App>>,
+    ApiJson(req): ApiJson<CreateProjectRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(project_view(app.project_create(req).await?)),
+    ))
+}
+
+pub async fn project_list(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<Project>>> {
+    Ok(Json(
+        app.project_list_for(&caller)
+            .await?
+            .into_iter()
+            .map(project_view)
+            .collect(),
+    ))
+}
+
+pub async fn role_list(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<Role>>> {
+    Ok(Json(
+        app.store
+            .role_list(caller.project)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(role_view)
+            .collect(),
+    ))
+}
+
+pub async fn role_create(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateRoleRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok((
+        StatusCode::CREATED,
+        Json(role_view(app.role_create(&caller, req).await?)),
+    ))
+}
+
+pub async fn role_delete(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath,
+) -> ApiResult<StatusCode> {
+    app.role_delete(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn binding_list(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<RoleBinding>>> {
+    Ok(Json(
+        app.store
+            .binding_list(caller.project)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(binding_view)
+            .collect(),
+    ))
+}
+
+pub async fn binding_create(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<CreateBindingRequest>,
+) -> ApiResult<StatusCode> {
+    app.binding_create(&caller, req).await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingQuery {
+    user: String,
+    role: String,
+}
+
+pub async fn binding_delete(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<BindingQuery>,
+) -> ApiResult<StatusCode> {
+    app.binding_delete(&caller, &q.user, &q.role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
