@@ -27,6 +27,11 @@ pub struct App {
     /// Nodes holding volumes: only their desired states and observations involve volumes
     /// (so the rest of the fleet pays nothing for them). Loaded at start, grows on create.
     volume_nodes: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+    /// Requests per API key.
+    pub api_limiter: crate::ratelimit::RateLimiter,
+    /// Login attempts per account and per source address.
+    pub login_account_limiter: crate::ratelimit::RateLimiter,
+    pub login_source_limiter: crate::ratelimit::RateLimiter,
 }
 
 impl App {
@@ -39,7 +44,6 @@ impl App {
         status_writer: crate::statuswriter::StatusWriter,
     ) -> Self {
         Self {
-            config,
             store,
             sessions: Sessions::new(),
             pki,
@@ -52,6 +56,14 @@ impl App {
             placement_seq: AtomicU64::new(0),
             placement_seed: rand::random(),
             volume_nodes: Default::default(),
+            api_limiter: crate::ratelimit::RateLimiter::new(
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+            ),
+            // 10 attempts a minute per account, 30 per source address.
+            login_account_limiter: crate::ratelimit::RateLimiter::new(10.0 / 60.0, 10),
+            login_source_limiter: crate::ratelimit::RateLimiter::new(0.5, 30),
+            config,
         }
     }
 

@@ -141,6 +141,11 @@ impl PermissionSet {
         Self::new([Grant("*".into())])
     }
 
+    /// Whether this is the bootstrap key's set (`*`).
+    pub fn is_all(&self) -> bool {
+        self.grants.iter().any(|g| g.0 == "*")
+    }
+
     pub fn allows(&self, p: Permission) -> bool {
         self.grants.iter().any(|g| g.allows(p))
     }

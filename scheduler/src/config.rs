@@ -50,6 +50,10 @@ pub struct ConfigFile {
     pub max_down_fraction: Option<f64>,
     /// Whether anyone may create an account and a project (`POST /v1/auth/register`).
     pub allow_registration: Option<bool>,
+    /// Requests per second each API key may make (token bucket; 0 disables), e.g. 100.
+    pub rate_limit_per_second: Option<f64>,
+    /// Requests a key may make at once above its rate, e.g. 200.
+    pub rate_limit_burst: Option<u32>,
 }
 
 impl ConfigFile {
@@ -87,6 +91,8 @@ pub struct Config {
     pub evictions_per_second: f64,
     pub max_down_fraction: f64,
     pub allow_registration: bool,
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: u32,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
@@ -110,6 +116,8 @@ impl Config {
             evictions_per_second: 5.0,
             max_down_fraction: 0.5,
             allow_registration: false,
+            rate_limit_per_second: 100.0,
+            rate_limit_burst: 200,
         }
     }
 
@@ -163,6 +171,18 @@ impl Config {
         }
         if let Some(v) = file.allow_registration {
             c.allow_registration = v;
+        }
+        if let Some(v) = file.rate_limit_per_second {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(ConfigError::Invalid {
+                    field: "rate_limit_per_second",
+                    message: format!("{v} must be 0 (off) or a positive number"),
+                });
+            }
+            c.rate_limit_per_second = v;
+        }
+        if let Some(v) = file.rate_limit_burst {
+            c.rate_limit_burst = v.max(1);
         }
         match file.log_format.as_deref() {
             None | Some("text") => {}

@@ -27,6 +27,9 @@ pub enum Error {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Over a rate limit; retry after this many seconds (HTTP 429 with `Retry-After`).
+    #[error("{0}")]
+    RateLimited(String, u64),
     #[error("{0}")]
     Unavailable(String),
     /// A bug or an infrastructure failure. The message shown to users is generic; the cause is
@@ -49,6 +52,7 @@ impl Error {
             Error::InsufficientCapacity(_) => ErrorCode::InsufficientCapacity,
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
             Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::RateLimited(..) => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

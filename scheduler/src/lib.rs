@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod netdesired;
 pub mod pki;
 pub mod planner;
+pub mod ratelimit;
 pub mod secrets;
 pub mod server;
 pub mod services;

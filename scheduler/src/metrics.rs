@@ -24,6 +24,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// Audit rows that could not be written (logged as errors).
     pub audit_write_failures: IntCounter,
+    /// Requests refused with 429 (per-key rate limit and login attempts).
+    pub rate_limited: IntCounter,
     /// Messages received from agents, by kind (heartbeat, telemetry, observed, logs, hello).
     pub agent_messages: IntCounterVec,
     /// The same counters, resolved once: the per-message path does no label lookup.
@@ -123,6 +125,10 @@ impl Metrics {
             "audit_write_failures_total",
             "Audit rows that could not be written",
         ));
+        let rate_limited = must(IntCounter::new(
+            "rate_limited_total",
+            "API requests refused by a rate limit (429)",
+        ));
         let agent_messages = must(IntCounterVec::new(
             Opts::new(
                 "agent_messages_total",
@@ -146,6 +152,7 @@ impl Metrics {
             Box::new(agent_messages.clone()),
             Box::new(auth_failures.clone()),
             Box::new(audit_write_failures.clone()),
+            Box::new(rate_limited.clone()),
         ] {
             must(registry.register(c));
         }
@@ -165,6 +172,7 @@ impl Metrics {
             evictions_blocked,
             auth_failures,
             audit_write_failures,
+            rate_limited,
             agent_message_counters: AgentMessageCounters {
                 hello: agent_messages.with_label_values(&["hello"]),
                 heartbeat: agent_messages.with_label_values(&["heartbeat"]),

@@ -157,9 +157,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(http, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        if let Err(e) = axum::serve(
+            http,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
         {
             tracing::error!(error = %e, "REST listener failed");
         }

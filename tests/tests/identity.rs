@@ -351,3 +351,79 @@ async fn app_failures(c: &Cluster) -> usize {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as usize
 }
+
+#[tokio::test]
+async fn keys_over_their_rate_get_429_with_retry_after() {
+    let c = Cluster::start_with(|cfg| {
+        cfg.rate_limit_per_second = 1.0;
+        cfg.rate_limit_burst = 3;
+    })
+    .await;
+    let h = Http::new(&c);
+    let member = c.member_key().await;
+    let other = c.member_key().await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            h.call(Some(&member), Method::GET, "/v1/volumes", None)
+                .await
+                .0,
+        );
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert_eq!(statuses[4], 429, "{statuses:?}");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/volumes", c.http_url()))
+        .header("X-API-Key", &member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Another key is not affected; the bootstrap admin key is never limited.
+    assert_eq!(
+        h.call(Some(&other), Method::GET, "/v1/volumes", None)
+            .await
+            .0,
+        200
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            h.call(Some(&c.admin_key()), Method::GET, "/v1/volumes", None)
+                .await
+                .0,
+            200
+        );
+    }
+    // Logins: 10 attempts per account, then 429 (right or wrong password alike).
+    let mut last = 0;
+    for _ in 0..11 {
+        last = h
+            .call(
+                None,
+                Method::POST,
+                "/v1/auth/login",
+                Some(json!({"email": "x@example.org", "password": "wrong password"})),
+            )
+            .await
+            .0;
+    }
+    assert_eq!(last, 429);
+    let metrics = reqwest::get(format!("{}/metrics", c.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("thecloud_rate_limited_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

@@ -11,7 +11,9 @@ pub fn to_status(e: Error) -> Status {
             Status::invalid_argument(m.clone())
         }
         Error::Conflict(m) => Status::failed_precondition(m.clone()),
-        Error::InsufficientCapacity(m) => Status::resource_exhausted(m.clone()),
+        Error::InsufficientCapacity(m) | Error::RateLimited(m, _) => {
+            Status::resource_exhausted(m.clone())
+        }
         Error::Unauthorized(m) => Status::unauthenticated(m.clone()),
         Error::Forbidden(m) => Status::permission_denied(m.clone()),
         Error::Unavailable(m) => Status::unavailable(m.clone()),

@@ -55,7 +55,12 @@ impl IntoResponse for ApiError {
             },
             request_id,
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let Error::RateLimited(_, secs) = &self.0 {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*secs).into());
+        }
+        resp
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::services::Caller;
 use crate::store::{ApiKeyRecord, BindingRecord, ProjectRecord, RoleRecord, UserRecord};
 use axum::Json;
-use axum::extract::{Extension, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use cloud_api::{
@@ -16,6 +16,7 @@ use cloud_api::{
     RotateApiKeyRequest, User,
 };
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 fn key_view(r: ApiKeyRecord) -> ApiKey {
@@ -85,9 +86,11 @@ pub async fn register(
 
 pub async fn login(
     State(app): State<Arc<App>>,
+    source: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(created(app.login(req).await?))
+    let source = source.map(|Extension(ConnectInfo(a))| a.ip());
+    Ok(created(app.login(req, source).await?))
 }
 
 pub async fn key_create(

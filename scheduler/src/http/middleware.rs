@@ -79,6 +79,23 @@ pub async fn require_api_key(
     let key = presented_key(&req).map(str::to_string);
     match authenticate(&app, key.as_deref()).await {
         Ok(caller) => {
+            // The bootstrap admin key (`*`) is the operator's tool and is not limited.
+            let limited = if caller.permissions.is_all() {
+                Ok(())
+            } else {
+                app.api_limiter.check(&caller.key_id.to_string())
+            };
+            if let Err(wait) = limited {
+                app.metrics.rate_limited.inc();
+                let secs = crate::ratelimit::retry_after_secs(wait);
+                let mut resp = ApiError(Error::RateLimited(
+                    format!("this API key is over its rate limit; retry in {secs} s"),
+                    secs,
+                ))
+                .into_response();
+                resp.extensions_mut().insert(caller);
+                return resp;
+            }
             req.extensions_mut().insert(caller.clone());
             let mut resp = next.run(req).await;
             // For the audit layer outside: who made this request.

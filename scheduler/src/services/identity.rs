@@ -225,9 +225,29 @@ impl App {
     }
 
     /// Email + password → a key acting in one of the user's projects, expiring.
-    pub async fn login(&self, req: LoginRequest) -> Result<(ApiKeyRecord, String)> {
+    pub async fn login(
+        &self,
+        req: LoginRequest,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(ApiKeyRecord, String)> {
         let denied = || Error::Unauthorized("wrong email or password".into());
         let email = check_email(&req.email).map_err(|_| denied())?;
+        // Attempts are limited per account and per source address, before any work.
+        let limited = self
+            .login_account_limiter
+            .check(&email)
+            .and_then(|()| match source {
+                Some(ip) => self.login_source_limiter.check(&ip.to_string()),
+                None => Ok(()),
+            });
+        if let Err(wait) = limited {
+            self.metrics.rate_limited.inc();
+            let secs = crate::ratelimit::retry_after_secs(wait);
+            return Err(Error::RateLimited(
+                format!("too many login attempts; retry in {secs} s"),
+                secs,
+            ));
+        }
         let user = match self.store.user_get_by_email(&email).await {
             Ok(u) => u,
             Err(StoreError::NotFound) => {
