@@ -172,3 +172,34 @@ pub struct AuditEntry {
     pub status: u16,
     pub source: String,
 }
+
+/// A project's limits (`null`: unlimited). `PUT /v1/projects/{id}/quota` (operators).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    #[serde(default)]
+    pub max_instances: Option<u64>,
+    /// Sum of the instances' `cpu_millis`.
+    #[serde(default)]
+    pub max_cpu_millis: Option<u64>,
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+    #[serde(default)]
+    pub max_volume_gb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuotaUsage {
+    pub instances: u64,
+    pub cpu_millis: u64,
+    pub memory_mb: u64,
+    pub volume_gb: u64,
+}
+
+/// `GET /v1/quota`: the caller's project's limits and what it uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuotaStatus {
+    pub project_id: Uuid,
+    pub limits: Quota,
+    pub usage: QuotaUsage,
+}

@@ -27,8 +27,8 @@ pub use client_console::ConsoleStream;
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use identity::{
     ApiKey, AuditEntry, CreateApiKeyRequest, CreateBindingRequest, CreateProjectRequest,
-    CreateRoleRequest, CreateUserRequest, CreatedApiKey, LoginRequest, Project, RegisterRequest,
-    Role, RoleBinding, RotateApiKeyRequest, User,
+    CreateRoleRequest, CreateUserRequest, CreatedApiKey, LoginRequest, Project, Quota, QuotaStatus,
+    QuotaUsage as ProjectUsage, RegisterRequest, Role, RoleBinding, RotateApiKeyRequest, User,
 };
 pub use ids::{
     ImageId, InstanceId, NodeId, ProjectId, SecurityGroupId, SnapshotId, SubnetId, VolumeId, VpcId,

@@ -79,6 +79,7 @@ impl From<StoreError> for Error {
             StoreError::Conflict => Error::Conflict("concurrent update; retry".into()),
             StoreError::InUse(m) => Error::Conflict(m),
             StoreError::Rejected(m) => Error::Invalid(m),
+            StoreError::QuotaExceeded(m) => Error::Forbidden(m),
             other => Error::Internal(other.into()),
         }
     }

@@ -16,6 +16,71 @@ use cloud_api::{
     RotateApiKeyRequest, User,
 };
 use serde::Deserialize;
+
+fn u(v: Option<i64>) -> Option<u64> {
+    v.map(|x| u64::try_from(x).unwrap_or(0))
+}
+
+fn i(v: Option<u64>) -> Option<i64> {
+    v.map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+}
+
+/// `GET /v1/quota`.
+pub async fn quota_get(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<cloud_api::QuotaStatus>> {
+    let q = app
+        .store
+        .quota_get(caller.project)
+        .await
+        .map_err(Error::from)?;
+    let used = app
+        .store
+        .quota_usage(caller.project)
+        .await
+        .map_err(Error::from)?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Json(cloud_api::QuotaStatus {
+        project_id: caller.project.0,
+        limits: cloud_api::Quota {
+            max_instances: u(q.max_instances),
+            max_cpu_millis: u(q.max_cpu_millis),
+            max_memory_mb: u(q.max_memory_mb),
+            max_volume_gb: u(q.max_volume_gb),
+        },
+        usage: cloud_api::ProjectUsage {
+            instances: n(used.instances),
+            cpu_millis: n(used.cpu_millis),
+            memory_mb: n(used.memory_mb),
+            volume_gb: n(used.volume_gb),
+        },
+    }))
+}
+
+/// `PUT /v1/projects/{id}/quota` (operators): replaces the limits.
+pub async fn quota_set(
+    State(app): State<Arc<App>>,
+    ApiPath(project): ApiPath,
+    ApiJson(q): ApiJson<cloud_api::Quota>,
+) -> ApiResult<Json<cloud_api::Quota>> {
+    let p = app
+        .store
+        .project_get(&project)
+        .await
+        .map_err(|_| Error::NotFound(format!("project {project} not found")))?;
+    let rec = crate::store::QuotaRecord {
+        max_instances: i(q.max_instances),
+        max_cpu_millis: i(q.max_cpu_millis),
+        max_memory_mb: i(q.max_memory_mb),
+        max_volume_gb: i(q.max_volume_gb),
+    };
+    app.store
+        .quota_set(cloud_api::ProjectId(p.id), &rec)
+        .await
+        .map_err(Error::from)?;
+    Ok(Json(q))
+}
 use std::net::SocketAddr;
 use std::sync::Arc;
 

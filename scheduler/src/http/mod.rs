@@ -149,6 +149,12 @@ pub fn v1_routes() -> Routes {
         )
         .get("/projects", any, identity::project_list)
         .post("/projects", need(PROJECT_WRITE), identity::project_create)
+        .put(
+            "/projects/{id}/quota",
+            need(PROJECT_WRITE),
+            identity::quota_set,
+        )
+        .get("/quota", any, identity::quota_get)
         .get("/roles", need(ROLE_READ), identity::role_list)
         .post("/roles", need(ROLE_WRITE), identity::role_create)
         .delete("/roles/{id}", need(ROLE_WRITE), identity::role_delete)

@@ -342,6 +342,7 @@ async fn commit_creates(
         placed,
         &outcome.committed,
         &outcome.conflicted,
+        &outcome.over_quota,
         retry,
     );
     outcome.conflicted
@@ -404,6 +405,7 @@ async fn commit_moves(
         placed,
         &outcome.commit.committed,
         &outcome.commit.conflicted,
+        &HashMap::new(),
         retry,
     );
     outcome.commit.conflicted
@@ -417,6 +419,7 @@ fn finish(
     placed: Vec<(Item, NodeId)>,
     committed: &HashMap<NodeId, crate::store::NodeGenerations>,
     conflicted: &HashSet<NodeId>,
+    over_quota: &HashMap<InstanceId, String>,
     retry: &mut Vec<Item>,
 ) {
     for (node, g) in committed {
@@ -426,6 +429,12 @@ fn finish(
     }
     let mut woken = BTreeMap::new();
     for (it, node) in placed {
+        if let What::Create(n) = &it.what
+            && let Some(why) = over_quota.get(&n.id)
+        {
+            it.answer(Err(Error::Forbidden(why.clone())));
+            continue;
+        }
         if conflicted.contains(&node) {
             app.metrics.placement_conflicts.inc();
             retry.push(it);

@@ -16,6 +16,7 @@ mod network;
 pub(crate) mod network_desired;
 mod nodes;
 mod placements;
+mod quotas;
 mod snapshots;
 mod volumes;
 
@@ -30,6 +31,7 @@ pub use network::{NewRule, RuleRecord, SecurityGroupRecord, SubnetRecord, VpcRec
 pub use network_desired::NodeNetwork;
 pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
+pub use quotas::{QuotaRecord, QuotaUsage};
 pub use snapshots::{NodeSnapshotRow, SnapshotRecord, SnapshotSeen};
 pub use volumes::{NodeVolumeRow, VolumeRecord, VolumeSeen};
 
@@ -61,6 +63,9 @@ pub enum StoreError {
     /// A business rule checked inside the transaction refused the write; names the field.
     #[error("{0}")]
     Rejected(String),
+    /// The project's quota does not allow the write; the message says which limit.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

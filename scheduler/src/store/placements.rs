@@ -32,6 +32,8 @@ pub struct CommitOutcome {
     /// Nodes that changed since the plan was made (or are no longer ready): re-plan their
     /// requests.
     pub conflicted: HashSet<NodeId>,
+    /// Creates refused by their project's quota, with the reason (nothing was written).
+    pub over_quota: HashMap<cloud_api::InstanceId, String>,
 }
 
 /// Nodes per guard statement (2 parameters each).
@@ -258,9 +260,33 @@ impl Store {
     ) -> StoreResult<CommitOutcome> {
         let pg = self.is_postgres();
         let (out, woken) = in_tx!(self, tx => {
-            let out = guard_nodes!(tx, guards, pg);
-            let rows: Vec<&(&NewInstance, NodeId)> =
+            let mut out = guard_nodes!(tx, guards, pg);
+            let mut rows: Vec<&(&NewInstance, NodeId)> =
                 placed.iter().filter(|(_, n)| out.committed.contains_key(n)).collect();
+            // Quotas: each project's row locked (in a stable order), its usage counted with
+            // this batch's earlier rows; what does not fit is refused, the rest goes on.
+            let mut projects: Vec<uuid::Uuid> = rows.iter().map(|(n, _)| n.project_id.0).collect();
+            projects.sort();
+            projects.dedup();
+            for project in projects {
+                let Some((quota, mut usage)) = super::quotas::quota_locked!(tx, project) else {
+                    continue;
+                };
+                for (new, _) in rows.iter().filter(|(n, _)| n.project_id.0 == project) {
+                    let (cpu, mem) = (to_i64(new.cpu_millis), to_i64(new.memory_mb));
+                    match quota.instance_refusal(&usage, cpu, mem) {
+                        Some(why) => {
+                            out.over_quota.insert(new.id, why);
+                        }
+                        None => {
+                            usage.instances += 1;
+                            usage.cpu_millis += cpu;
+                            usage.memory_mb += mem;
+                        }
+                    }
+                }
+            }
+            rows.retain(|(n, _)| !out.over_quota.contains_key(&n.id));
             for chunk in rows.chunks(INSERT_CHUNK) {
                 // The SQL holds only placeholders; every value is bound.
                 let sql = insert_sql(chunk.len(), pg);

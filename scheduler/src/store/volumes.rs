@@ -79,6 +79,11 @@ impl Store {
             let Some((generation,)) = generation else {
                 return Err(StoreError::Rejected("the node is not ready".into()));
             };
+            if let Some((quota, usage)) = super::quotas::quota_locked!(tx, v.project_id)
+                && let Some(why) = quota.volume_refusal(&usage, v.size_gb)
+            {
+                return Err(StoreError::QuotaExceeded(why));
+            }
             let used: (Option<i64>,) = sqlx::query_as(
                 "SELECT CAST(SUM(size_gb) AS BIGINT) FROM volumes WHERE node_id = $1",
             )
@@ -196,6 +201,11 @@ impl Store {
                 return Err(StoreError::Rejected(format!(
                     "size_gb: volumes only grow: {size_gb} is not larger than the current {current}"
                 )));
+            }
+            if let Some((quota, usage)) = super::quotas::quota_locked!(tx, project.0)
+                && let Some(why) = quota.volume_refusal(&usage, size_gb - current)
+            {
+                return Err(StoreError::QuotaExceeded(why));
             }
             let (generation,): (i64,) = sqlx::query_as(
                 "UPDATE nodes SET generation = generation + 1 WHERE id = $1 RETURNING generation",

@@ -1,0 +1,9 @@
+-- Per-project quotas (NULL: unlimited), enforced in the transaction that creates instances
+-- and volumes.
+CREATE TABLE project_quotas (
+    project_id      UUID PRIMARY KEY REFERENCES projects(id),
+    max_instances   BIGINT,
+    max_cpu_millis  BIGINT,
+    max_memory_mb   BIGINT,
+    max_volume_gb   BIGINT
+);
