@@ -1,4 +1,5 @@
-//! The VM console WebSocket (`GET /v1/instances/{id}/console`).
+//! WebSockets of the API: the VM console (`GET /v1/instances/{id}/console`) and the event
+//! stream (`/v1/ws/events`), plus the paged event list.
 
 use crate::API_KEY_HEADER;
 use crate::client::{Client, ClientError};
@@ -12,13 +13,22 @@ pub type ConsoleStream =
 impl Client {
     /// Opens a VM's VNC console (plain `ws://` endpoints; put TLS in front with a proxy).
     pub async fn instance_console(&self, id_or_name: &str) -> Result<ConsoleStream, ClientError> {
-        let mut url = self.url(&["v1", "instances", id_or_name, "console"]);
+        self.websocket(self.url(&["v1", "instances", id_or_name, "console"]))
+            .await
+    }
+
+    /// Opens a WebSocket on the API with this client's key.
+    pub(crate) async fn websocket(
+        &self,
+        mut url: reqwest::Url,
+    ) -> Result<ConsoleStream, ClientError> {
         let scheme = match url.scheme() {
             "http" => "ws",
+            "https" => "wss",
             other => {
                 return Err(ClientError::Unexpected {
                     status: 0,
-                    body: format!("consoles need an http:// API URL, not {other}://"),
+                    body: format!("WebSockets need an http(s):// API URL, not {other}://"),
                 });
             }
         };
@@ -50,8 +60,56 @@ impl Client {
             }
             Err(e) => Err(ClientError::Unexpected {
                 status: 0,
-                body: format!("console: {e}"),
+                body: format!("WebSocket: {e}"),
             }),
         }
+    }
+
+    /// Follows an instance's output (binary messages, as it comes) after its last `tail` lines.
+    pub async fn instance_logs_follow(
+        &self,
+        id_or_name: &str,
+        tail: Option<u32>,
+    ) -> Result<ConsoleStream, ClientError> {
+        let mut url = self.url(&["v1", "instances", id_or_name, "logs"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("follow", "true");
+            if let Some(t) = tail {
+                q.append_pair("tail", &t.to_string());
+            }
+        }
+        self.websocket(url).await
+    }
+
+    /// Each new usage sample of an instance (text messages, one `InstanceUsage` each).
+    pub async fn instance_stats_follow(
+        &self,
+        id_or_name: &str,
+    ) -> Result<ConsoleStream, ClientError> {
+        let mut url = self.url(&["v1", "instances", id_or_name, "stats"]);
+        url.query_pairs_mut().append_pair("follow", "true");
+        self.websocket(url).await
+    }
+
+    /// One page of events after `after` (oldest first).
+    pub async fn events(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<crate::Page<crate::Event>, ClientError> {
+        let mut url = self.url(&["v1", "events"]);
+        url.query_pairs_mut()
+            .append_pair("after", &after.to_string())
+            .append_pair("limit", &limit.to_string());
+        self.json(self.request(reqwest::Method::GET, url)).await
+    }
+
+    /// The live event stream from `after` on (text messages carry one `Event` each).
+    pub async fn events_stream(&self, after: i64) -> Result<ConsoleStream, ClientError> {
+        let mut url = self.url(&["v1", "ws", "events"]);
+        url.query_pairs_mut()
+            .append_pair("after", &after.to_string());
+        self.websocket(url).await
     }
 }

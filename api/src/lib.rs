@@ -5,11 +5,13 @@
 
 pub mod client;
 mod client_console;
+mod client_identity;
 mod client_image;
 mod client_network;
 mod client_snapshot;
 mod client_volume;
 pub mod error;
+pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod image;
@@ -25,6 +27,7 @@ pub use reqwest::Method;
 pub use client::{Client, ClientError};
 pub use client_console::ConsoleStream;
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
+pub use event::Event;
 pub use identity::{
     ApiKey, AuditEntry, CreateApiKeyRequest, CreateBindingRequest, CreateProjectRequest,
     CreateRoleRequest, CreateUserRequest, CreatedApiKey, LoginRequest, Project, Quota, QuotaStatus,

@@ -150,6 +150,15 @@ pub enum Command {
     /// Show or change the CLI's configuration (API endpoint and key).
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Log in with email and password: saves a new (12 h) API key in the config file.
+    Login(crate::commands::access::LoginArgs),
+    /// Create, list, revoke and rotate your API keys.
+    #[command(subcommand, visible_alias = "keys")]
+    Key(crate::commands::access::KeyCmd),
+    /// Show your project's audit log (project admins).
+    Audit(crate::commands::access::AuditArgs),
+    /// Show (or follow with -f) your project's events: placements, state changes, deletions.
+    Events(crate::commands::access::EventsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,6 +303,9 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long, value_name = "N")]
     pub tail: Option<u32>,
+    /// Keep printing new output as it comes (Ctrl-C to stop).
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 /// Waiting behaviour shared by the commands that change an instance.

@@ -32,6 +32,10 @@ pub struct App {
     /// Login attempts per account and per source address.
     pub login_account_limiter: crate::ratelimit::RateLimiter,
     pub login_source_limiter: crate::ratelimit::RateLimiter,
+    /// The event stream (see `events`).
+    pub events: crate::events::EventBus,
+    /// The writer's end of `events`, taken once by the server at start.
+    pub events_inbox: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::store::NewEvent>>>,
 }
 
 impl App {
@@ -43,7 +47,10 @@ impl App {
         planner: Planner,
         status_writer: crate::statuswriter::StatusWriter,
     ) -> Self {
+        let (events, events_inbox) = crate::events::EventBus::new();
         Self {
+            events,
+            events_inbox: std::sync::Mutex::new(Some(events_inbox)),
             store,
             sessions: Sessions::new(),
             pki,

@@ -9,6 +9,7 @@ pub mod app;
 pub mod authz;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod evictor;
 mod files;
 pub mod grpc;

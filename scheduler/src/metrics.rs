@@ -26,6 +26,10 @@ pub struct Metrics {
     pub audit_write_failures: IntCounter,
     /// Requests refused with 429 (per-key rate limit and login attempts).
     pub rate_limited: IntCounter,
+    /// Events stored and published.
+    pub events: IntCounter,
+    /// Open WebSocket clients (events, logs, stats, consoles).
+    pub ws_clients: IntGauge,
     /// Messages received from agents, by kind (heartbeat, telemetry, observed, logs, hello).
     pub agent_messages: IntCounterVec,
     /// The same counters, resolved once: the per-message path does no label lookup.
@@ -129,6 +133,11 @@ impl Metrics {
             "rate_limited_total",
             "API requests refused by a rate limit (429)",
         ));
+        let events = must(IntCounter::new(
+            "events_total",
+            "Events stored and published",
+        ));
+        let ws_clients = must(IntGauge::new("websocket_clients", "Open WebSocket clients"));
         let agent_messages = must(IntCounterVec::new(
             Opts::new(
                 "agent_messages_total",
@@ -153,6 +162,8 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(audit_write_failures.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(events.clone()),
+            Box::new(ws_clients.clone()),
         ] {
             must(registry.register(c));
         }
@@ -173,6 +184,8 @@ impl Metrics {
             auth_failures,
             audit_write_failures,
             rate_limited,
+            events,
+            ws_clients,
             agent_message_counters: AgentMessageCounters {
                 hello: agent_messages.with_label_values(&["hello"]),
                 heartbeat: agent_messages.with_label_values(&["heartbeat"]),

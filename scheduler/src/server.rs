@@ -201,6 +201,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         status_inbox,
         stop_rx.clone(),
     ));
+    let inbox = app
+        .events_inbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(inbox) = inbox {
+        tasks.spawn(crate::events::run(app.clone(), inbox, stop_rx.clone()));
+    }
 
     tracing::info!(%http_addr, %grpc_addr, data_dir = %config.data_dir.display(), "scheduler started");
     Ok(Running {

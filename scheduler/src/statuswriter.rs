@@ -92,8 +92,26 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Write>, mut stop: watch::
                 .observations_write(&observations, &deletions)
                 .await
             {
-                Ok(deleted) => {
-                    for (instance, node) in deleted {
+                Ok((deleted, changes)) => {
+                    for c in changes {
+                        app.events.emit(
+                            Some(c.project_id),
+                            "instance.status",
+                            "instance",
+                            c.id,
+                            serde_json::json!({
+                                "from": c.from, "to": c.to, "reason": c.reason, "node_id": c.node,
+                            }),
+                        );
+                    }
+                    for (instance, node, project) in deleted {
+                        app.events.emit(
+                            Some(project),
+                            "instance.deleted",
+                            "instance",
+                            instance,
+                            serde_json::json!({ "node_id": node }),
+                        );
                         tracing::info!(%instance, node = %node, "instance deleted");
                         app.specs.remove(&instance);
                         app.planner

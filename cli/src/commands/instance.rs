@@ -79,8 +79,30 @@ async fn show(ctx: &Ctx, client: &Client, t: &Target) -> Result<()> {
 }
 
 async fn logs(client: &Client, args: &LogsArgs) -> Result<()> {
-    let text = client.instance_logs(&args.name, args.tail).await?;
-    emit(&text)
+    if !args.follow {
+        let text = client.instance_logs(&args.name, args.tail).await?;
+        return emit(&text);
+    }
+    use futures::StreamExt;
+    use std::io::Write;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = client.instance_logs_follow(&args.name, args.tail).await?;
+    while let Some(msg) = ws.next().await {
+        match msg? {
+            Message::Binary(b) => {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(&b).and_then(|()| out.flush()).is_err() {
+                    return Ok(()); // the reader went away (a pipe closed)
+                }
+            }
+            Message::Close(Some(f)) if u16::from(f.code) != 1000 => {
+                anyhow::bail!("the log stream ended: {}", f.reason)
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]

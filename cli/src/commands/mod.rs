@@ -1,5 +1,6 @@
 //! Command handlers: each resolves what it needs, calls the API client and prints the result.
 
+pub mod access;
 pub mod config;
 pub mod console;
 pub mod image;
@@ -65,5 +66,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
         Command::Image(cmd) => image::run(&ctx, cmd).await,
         Command::Config(cmd) => config::run(&ctx, cmd),
+        Command::Login(a) => access::login(&ctx, a).await,
+        Command::Key(cmd) => access::keys(&ctx, cmd).await,
+        Command::Audit(a) => access::audit(&ctx, a).await,
+        Command::Events(a) => access::events(&ctx, a).await,
     }
 }

@@ -99,13 +99,19 @@ pub async fn logs(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath,
     ApiQuery(q): ApiQuery<LogsQuery>,
-) -> ApiResult<impl IntoResponse> {
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> ApiResult<axum::response::Response> {
     if q.follow == Some(true) {
-        return Err(Error::Invalid(
-            "follow: following logs needs the WebSocket endpoint, which is not available yet; poll with ?tail=N".into(),
-        )
-        .into());
+        let ws = ws.map_err(|_| {
+            Error::Invalid(
+                "follow: following logs is a WebSocket: connect with Upgrade: websocket (cloud instance logs -f)".into(),
+            )
+        })?;
+        return super::follow::logs(app, caller, id, q.tail.unwrap_or(0), ws).await;
     }
     let bytes = app.instance_logs(&caller, &id, q.tail.unwrap_or(0)).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes))
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
 }

@@ -4,7 +4,9 @@
 mod audit;
 mod console;
 pub mod error;
+mod events;
 mod extract;
+mod follow;
 mod identity;
 mod images;
 mod instances;
@@ -52,6 +54,7 @@ pub fn v1_routes() -> Routes {
             instances::start,
         )
         .get("/instances/{id}/logs", need(INSTANCE_READ), instances::logs)
+        .get("/instances/{id}/stats", need(INSTANCE_READ), follow::stats)
         // Interactive: a console can change the guest.
         .get(
             "/instances/{id}/console",
@@ -162,6 +165,8 @@ pub fn v1_routes() -> Routes {
         .post("/bindings", need(BINDING_WRITE), identity::binding_create)
         .delete("/bindings", need(BINDING_WRITE), identity::binding_delete)
         .get("/audit", need(AUDIT_READ), audit::list)
+        .get("/events", need(EVENT_READ), events::list)
+        .get("/ws/events", need(EVENT_READ), events::stream)
 }
 
 pub fn router(app: Arc<App>) -> Router {

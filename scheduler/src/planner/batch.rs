@@ -453,6 +453,17 @@ fn finish(
             What::Create(n) => (n.private_ip.clone(), n.mac.clone()),
             What::Move { .. } => (None, None),
         };
+        let (kind, project, instance) = match &it.what {
+            What::Create(n) => ("instance.placed", n.project_id.0, n.id.0),
+            What::Move { instance, .. } => ("instance.moved", instance.project_id, instance.id),
+        };
+        app.events.emit(
+            Some(project),
+            kind,
+            "instance",
+            instance,
+            serde_json::json!({ "node_id": node.0, "node_name": name }),
+        );
         it.answer(Ok(Placed {
             node,
             node_name: name,

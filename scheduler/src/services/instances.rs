@@ -203,6 +203,31 @@ impl App {
     }
 
     /// The last `tail` lines (0 = all) of the instance's output, relayed from its node.
+    /// Opens a following log stream of an instance (the caller relays and closes it).
+    pub async fn instance_log_follow(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        tail: u32,
+    ) -> Result<(u64, tokio::sync::mpsc::Receiver<cloud_proto::v1::LogChunk>)> {
+        let inst = self.instance_lookup(caller, id_or_name).await?;
+        let Some(node) = inst.node_id.map(NodeId) else {
+            return Err(Error::Conflict(format!(
+                "instance {:?} has not been placed on a node yet",
+                inst.name
+            )));
+        };
+        self.sessions
+            .open_log_stream(node, InstanceId(inst.id), tail, true)
+            .map_err(|e| match e {
+                SessionError::NotConnected(_) => Error::Unavailable(format!(
+                    "the node of instance {:?} is not connected; logs are unavailable",
+                    inst.name
+                )),
+                SessionError::Busy(_) => Error::Unavailable(e.to_string()),
+            })
+    }
+
     pub async fn instance_logs(
         &self,
         caller: &Caller,

@@ -194,6 +194,13 @@ impl App {
             tracing::warn!(%node, applied_generation, "the agent had applied a newer generation than the store knows (restored database?); moved past it");
         }
         tracing::info!(%node, hostname = %facts.hostname, version = %facts.agent_version, "node ready");
+        self.events.emit(
+            None,
+            "node.ready",
+            "node",
+            node,
+            serde_json::json!({ "hostname": facts.hostname, "version": facts.agent_version }),
+        );
         Ok(self.store.node_get(node).await?)
     }
 
@@ -228,9 +235,19 @@ impl App {
                     Some((id, s))
                 })
                 .collect();
-            self.store
+            let changes = self
+                .store
                 .volumes_observe(node, crate::store::to_i64(applied), &seen)
                 .await?;
+            for c in changes {
+                self.events.emit(
+                    Some(c.project_id),
+                    "volume.status",
+                    "volume",
+                    c.id,
+                    serde_json::json!({ "from": c.from, "to": c.to, "reason": c.reason }),
+                );
+            }
             let seen = observed
                 .snapshots
                 .iter()
@@ -358,6 +375,8 @@ impl App {
     pub async fn node_revive(&self, node: NodeId) -> Result<()> {
         if self.store.node_set_ready_if_down(node).await? {
             tracing::info!(%node, "node is back");
+            self.events
+                .emit(None, "node.ready", "node", node, serde_json::json!({}));
             self.sessions.notify_desired(node);
             self.planner
                 .notify(crate::planner::Event::NodeChanged(node));
@@ -379,6 +398,13 @@ impl App {
             self.planner
                 .notify(crate::planner::Event::NodeChanged(node));
             tracing::warn!(%node, "node is down; its instances are lost");
+            self.events.emit(
+                None,
+                "node.down",
+                "node",
+                node,
+                serde_json::json!({ "reason": reason }),
+            );
         }
         Ok(changed)
     }
@@ -390,6 +416,8 @@ impl App {
         let id = NodeId(node.node.id);
         if self.store.node_set_drain(id, true, "ready").await? {
             tracing::info!(node = %id, name = %node.node.name, "node draining");
+            self.events
+                .emit(None, "node.draining", "node", id, serde_json::json!({}));
             self.planner.notify(crate::planner::Event::NodeChanged(id));
         }
         Ok(self.store.node_get(id).await?)
@@ -404,6 +432,13 @@ impl App {
         let status = if connected { "ready" } else { "down" };
         if self.store.node_set_drain(id, false, status).await? {
             tracing::info!(node = %id, name = %node.node.name, status, "node undrained");
+            self.events.emit(
+                None,
+                "node.undrained",
+                "node",
+                id,
+                serde_json::json!({ "status": status }),
+            );
             if !connected {
                 self.sessions.set_marked_down(id, true);
             }

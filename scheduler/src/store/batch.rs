@@ -5,6 +5,7 @@
 use super::{InstanceUpdate, Store, StoreResult, in_tx, to_i64};
 use chrono::{DateTime, Utc};
 use cloud_api::{InstanceId, NodeId};
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Rows per statement (at most 9 parameters each).
@@ -44,6 +45,20 @@ pub struct ObservationWrite {
     pub update: InstanceUpdate,
 }
 
+/// (instance, node, subnet, project) of a deleted instance row.
+type DeletedRow = (Uuid, Uuid, Option<Uuid>, Uuid);
+
+/// An instance whose status (or reason) an observation changed.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub node: Uuid,
+    pub from: String,
+    pub to: String,
+    pub reason: Option<String>,
+}
+
 /// A deletion the node's agent has carried out.
 #[derive(Debug, Clone, Copy)]
 pub struct DeletionConfirm {
@@ -62,25 +77,45 @@ impl Store {
         &self,
         observations: &[ObservationWrite],
         deletions: &[DeletionConfirm],
-    ) -> StoreResult<Vec<(Uuid, Uuid)>> {
+    ) -> StoreResult<(Vec<(Uuid, Uuid, Uuid)>, Vec<StatusChange>)> {
         let mut observations = observations.to_vec();
         observations.sort_by_key(|o| o.id);
         let mut deletions = deletions.to_vec();
         deletions.sort_by_key(|d| d.id);
         let now: DateTime<Utc> = Utc::now();
         let pg = self.is_postgres();
-        let deleted: Vec<(Uuid, Uuid, Option<Uuid>)> = in_tx!(self, tx => {
+        let (deleted, changes): (Vec<DeletedRow>, Vec<StatusChange>) = in_tx!(self, tx => {
+            let mut changes = Vec::new();
             for chunk in observations.chunks(CHUNK) {
+                // What the rows say now, to tell which observations change a status.
+                let ids = (1..=chunk.len())
+                    .map(|i| if pg { format!("${i}") } else { "?".to_owned() })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let sql = format!(
+                    "SELECT id, project_id, status, status_reason FROM instances WHERE id IN ({ids})"
+                );
+                let mut q = sqlx::query_as::<_, (Uuid, Uuid, String, Option<String>)>(sqlx::AssertSqlSafe(sql));
+                for o in chunk {
+                    q = q.bind(o.id.0);
+                }
+                let before: HashMap<Uuid, (Uuid, String, Option<String>)> = q
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(id, p, st, r)| (id, (p, st, r)))
+                    .collect();
                 // The SQL holds only placeholders; every value is bound.
                 let sql = format!(
                     "UPDATE instances SET status = v.column4, status_reason = v.column5, runtime_id = v.column6, \
                      started_at = v.column7, exit_code = v.column8, updated_at = v.column9 \
                      FROM (VALUES {}) AS v \
                      WHERE instances.id = v.column1 AND instances.node_id = v.column2 \
-                     AND instances.change_generation <= v.column3 AND instances.status <> 'deleting'",
+                     AND instances.change_generation <= v.column3 AND instances.status <> 'deleting' \
+                     RETURNING instances.id",
                     values(chunk.len(), 9, pg)
                 );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut q = sqlx::query_as::<_, (Uuid,)>(sqlx::AssertSqlSafe(sql));
                 for o in chunk {
                     q = q
                         .bind(o.id.0)
@@ -93,23 +128,38 @@ impl Store {
                         .bind(o.update.exit_code)
                         .bind(now);
                 }
-                q.execute(&mut *tx).await?;
+                let applied: HashSet<Uuid> =
+                    q.fetch_all(&mut *tx).await?.into_iter().map(|r| r.0).collect();
+                for o in chunk.iter().filter(|o| applied.contains(&o.id.0)) {
+                    if let Some((project, from, reason)) = before.get(&o.id.0)
+                        && (*from != o.update.status || *reason != o.update.status_reason)
+                    {
+                        changes.push(StatusChange {
+                            id: o.id.0,
+                            project_id: *project,
+                            node: o.node.0,
+                            from: from.clone(),
+                            to: o.update.status.clone(),
+                            reason: o.update.status_reason.clone(),
+                        });
+                    }
+                }
             }
             let mut deleted = Vec::new();
             for chunk in deletions.chunks(CHUNK) {
                 let sql = format!(
                     "DELETE FROM instances WHERE status = 'deleting' AND EXISTS (SELECT 1 FROM (VALUES {}) AS v \
                      WHERE v.column1 = instances.id AND v.column2 = instances.node_id \
-                     AND instances.change_generation <= v.column3) RETURNING id, node_id, subnet_id",
+                     AND instances.change_generation <= v.column3) RETURNING id, node_id, subnet_id, project_id",
                     values(chunk.len(), 3, pg)
                 );
-                let mut q = sqlx::query_as::<_, (Uuid, Uuid, Option<Uuid>)>(sqlx::AssertSqlSafe(sql));
+                let mut q = sqlx::query_as::<_, DeletedRow>(sqlx::AssertSqlSafe(sql));
                 for d in chunk {
                     q = q.bind(d.id.0).bind(d.node.0).bind(to_i64(d.applied_generation));
                 }
                 deleted.extend(q.fetch_all(&mut *tx).await?);
             }
-            Ok(deleted)
+            Ok((deleted, changes))
         })?;
         // Deleted ports leave the other nodes' FDB and source-group expansions.
         let mut subnets: Vec<Uuid> = deleted.iter().filter_map(|d| d.2).collect();
@@ -118,10 +168,13 @@ impl Store {
         for s in subnets {
             self.bump_subnet_dependents(s).await?;
         }
-        Ok(deleted
-            .into_iter()
-            .map(|(id, node, _)| (id, node))
-            .collect())
+        Ok((
+            deleted
+                .into_iter()
+                .map(|(id, node, _, project)| (id, node, project))
+                .collect(),
+            changes,
+        ))
     }
 
     /// Records the generations agents report as applied (never backwards), in node order.

@@ -8,6 +8,7 @@
 mod audit;
 mod auth;
 mod batch;
+mod events;
 mod identity;
 mod images;
 mod instances;
@@ -22,7 +23,8 @@ mod volumes;
 
 pub use audit::{AuditFilter, AuditRecord, NewAuditEntry};
 pub use auth::NewJoinToken;
-pub use batch::{DeletionConfirm, ObservationWrite};
+pub use batch::{DeletionConfirm, ObservationWrite, StatusChange};
+pub use events::{EventRecord, NewEvent};
 pub use identity::{BindingRecord, NewUser, ProjectRecord, RoleRecord, UserRecord};
 pub use images::{ImageRecord, VmSpecRecord};
 pub use instances::{DeleteOutcome, InstanceRecord, InstanceState, InstanceUpdate, NewInstance};
@@ -33,7 +35,7 @@ pub use nodes::{NodeFacts, NodeRecord, NodeWithAllocation, StatusCount};
 pub use placements::{CommitOutcome, MoveOutcome, MoveRow, NodeGenerations, NodeGuard};
 pub use quotas::{QuotaRecord, QuotaUsage};
 pub use snapshots::{NodeSnapshotRow, SnapshotRecord, SnapshotSeen};
-pub use volumes::{NodeVolumeRow, VolumeRecord, VolumeSeen};
+pub use volumes::{NodeVolumeRow, VolumeChange, VolumeRecord, VolumeSeen};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

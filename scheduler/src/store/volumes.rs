@@ -45,7 +45,17 @@ pub type NodeVolumeRow = (
 );
 
 /// (id, status, reason, change generation, instance it is mounted in unless that is going).
-type ObservedRow = (Uuid, String, Option<String>, i64, Option<Uuid>);
+type ObservedRow = (Uuid, String, Option<String>, i64, Option<Uuid>, Uuid);
+
+/// A volume whose status an observation changed (`to` = "deleted" when it went).
+#[derive(Debug, Clone)]
+pub struct VolumeChange {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub from: String,
+    pub to: String,
+    pub reason: Option<String>,
+}
 
 macro_rules! select_volumes {
     ($tail:literal) => {
@@ -457,17 +467,27 @@ impl Store {
         node: NodeId,
         applied: i64,
         seen: &std::collections::HashMap<Uuid, VolumeSeen>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Vec<VolumeChange>> {
         let now = Utc::now();
+        let mut changes = Vec::new();
         let rows: Vec<ObservedRow> = on_pool!(self, p => sqlx::query_as(
             "SELECT v.id, v.status, v.status_reason, v.change_generation,
-                CASE WHEN i.status = 'deleting' THEN NULL ELSE v.instance_id END
+                CASE WHEN i.status = 'deleting' THEN NULL ELSE v.instance_id END, v.project_id
              FROM volumes v LEFT JOIN instances i ON i.id = v.instance_id WHERE v.node_id = $1",
         )
         .bind(node.0)
         .fetch_all(p)
         .await?);
-        for (id, status, reason, change, attached_to) in rows {
+        for (id, status, reason, change, attached_to, project_id) in rows {
+            let mut changed = |to: &str, reason: Option<&str>| {
+                changes.push(VolumeChange {
+                    id,
+                    project_id,
+                    from: status.clone(),
+                    to: to.to_owned(),
+                    reason: reason.map(str::to_owned),
+                })
+            };
             if change > applied {
                 continue; // the node has not seen the last change yet
             }
@@ -479,6 +499,7 @@ impl Store {
                         .execute(p)
                         .await
                         .map(|_| ())?);
+                    changed("deleted", None);
                 } else if let Some(VolumeSeen::Failed(r)) = obs
                     && reason.as_deref() != Some(r.as_str())
                 {
@@ -500,9 +521,10 @@ impl Store {
             };
             if status != want || reason.as_deref() != want_reason {
                 self.volume_set_status(id, want, want_reason, now).await?;
+                changed(want, want_reason);
             }
         }
-        Ok(())
+        Ok(changes)
     }
 
     async fn volume_set_status(

@@ -1,0 +1,13 @@
+-- The event stream (state changes, placements, failures); `seq` orders it and lets clients
+-- resume. Keep in step with ../sqlite/0011_events.sql.
+CREATE TABLE events (
+    seq            BIGSERIAL PRIMARY KEY,
+    at             TIMESTAMPTZ NOT NULL,
+    -- NULL: a fleet event (nodes), seen by operators only.
+    project_id     UUID,
+    kind           TEXT NOT NULL,
+    resource_type  TEXT NOT NULL,
+    resource_id    TEXT NOT NULL,
+    data           JSONB NOT NULL
+);
+CREATE INDEX events_project ON events (project_id, seq);
