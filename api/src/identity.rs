@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 /// `POST /v1/auth/register` (when the scheduler allows self-registration): a new user who is
 /// the admin of a new project, and a first key acting in it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub email: String,
@@ -20,7 +20,7 @@ pub struct RegisterRequest {
 }
 
 /// `POST /v1/auth/login`: a key (expiring, see `LOGIN_KEY_HOURS`) for email + password.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
@@ -34,7 +34,7 @@ pub struct LoginRequest {
 pub const LOGIN_KEY_HOURS: i64 = 12;
 
 /// `POST /v1/auth/keys`: a new key of the caller's user.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     pub name: String,
@@ -47,7 +47,7 @@ pub struct CreateApiKeyRequest {
 }
 
 /// `POST /v1/auth/keys/{id}/rotate`: a new key; the old one keeps working for the overlap.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateApiKeyRequest {
     /// Seconds the old key keeps working (default 3600, at most 30 days; 0: stops now).
@@ -56,7 +56,7 @@ pub struct RotateApiKeyRequest {
 }
 
 /// An API key as listed (never the secret).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub name: String,
@@ -68,14 +68,14 @@ pub struct ApiKey {
 }
 
 /// A key just made: the only time its secret is shown.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
     pub info: ApiKey,
     pub key: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -85,7 +85,7 @@ pub struct User {
 }
 
 /// `POST /v1/users` (operators): a user, optionally bound to a role in a project.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub email: String,
@@ -103,7 +103,7 @@ pub struct CreateUserRequest {
     pub role: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Project {
     pub id: Uuid,
     pub name: String,
@@ -111,7 +111,7 @@ pub struct Project {
 }
 
 /// `POST /v1/projects` (operators).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProjectRequest {
     pub name: String,
@@ -120,7 +120,7 @@ pub struct CreateProjectRequest {
     pub admin: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Role {
     pub id: Uuid,
     pub name: String,
@@ -130,14 +130,14 @@ pub struct Role {
 }
 
 /// `POST /v1/roles` (project admins): a custom role of the caller's project.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoleRequest {
     pub name: String,
     pub permissions: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct RoleBinding {
     pub user_id: Uuid,
     pub email: String,
@@ -148,7 +148,7 @@ pub struct RoleBinding {
 
 /// `POST /v1/bindings` (project admins): bind a user (email or id) to a role (name or id) in
 /// the caller's project. `DELETE /v1/bindings?user=…&role=…` removes it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBindingRequest {
     pub user: String,
@@ -156,7 +156,7 @@ pub struct CreateBindingRequest {
 }
 
 /// One audit row.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,
@@ -174,7 +174,7 @@ pub struct AuditEntry {
 }
 
 /// A project's limits (`null`: unlimited). `PUT /v1/projects/{id}/quota` (operators).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     #[serde(default)]
@@ -188,7 +188,7 @@ pub struct Quota {
     pub max_volume_gb: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct QuotaUsage {
     pub instances: u64,
     pub cpu_millis: u64,
@@ -197,7 +197,7 @@ pub struct QuotaUsage {
 }
 
 /// `GET /v1/quota`: the caller's project's limits and what it uses.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct QuotaStatus {
     pub project_id: Uuid,
     pub limits: Quota,

@@ -8,7 +8,7 @@ use std::fmt;
 /// `POST /v1/images`: registers a VM image. The files are not uploaded: every node that runs
 /// VMs of this image must have them at these absolute paths (shared storage, or copied by the
 /// operator, e.g. with the Ansible roles).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateImageRequest {
     pub name: String,
@@ -28,7 +28,7 @@ pub struct CreateImageRequest {
     pub cmdline: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     #[default]
@@ -59,7 +59,7 @@ impl fmt::Display for ImageFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Image {
     pub id: ImageId,
     pub name: String,

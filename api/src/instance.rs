@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// What runs: a container (Docker) or a VM (libvirt).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceKind {
     #[default]
@@ -16,7 +16,7 @@ pub enum InstanceKind {
 }
 
 /// When the node restarts an instance whose process exited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     Never,
@@ -26,7 +26,7 @@ pub enum RestartPolicy {
 }
 
 /// What the user asked the instance to be doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Running,
@@ -36,7 +36,7 @@ pub enum RunState {
 /// Lifecycle of an instance:
 /// `pending` → `scheduled` → `starting` → `running` → `stopping` → `stopped`;
 /// `deleting`; `failed` (with `status_reason`); `lost` while its node is down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceStatus {
     Pending,
@@ -149,7 +149,7 @@ impl RunState {
 }
 
 /// How the members of a placement group are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupPolicy {
     /// Anti-affinity: never two members on the same node.
@@ -159,7 +159,7 @@ pub enum GroupPolicy {
 }
 
 /// A named group of instances placed together or apart (per project).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementGroup {
     pub name: String,
@@ -167,7 +167,7 @@ pub struct PlacementGroup {
 }
 
 /// How to choose among nodes that fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlacementStrategy {
     /// Fill nodes up (the default): keeps whole nodes free for big instances.
@@ -211,7 +211,7 @@ impl PlacementStrategy {
 }
 
 /// `POST /v1/instances`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstanceRequest {
     /// Unique per project; lowercase letters, digits and `-`, at most 63 characters.
@@ -267,7 +267,7 @@ pub struct CreateInstanceRequest {
 pub const MAX_USER_DATA_BYTES: usize = 64 * 1024;
 
 /// The VM part of an instance (kind `vm`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstanceVm {
     pub image_id: crate::ImageId,
     pub image_name: String,
@@ -277,7 +277,7 @@ pub struct InstanceVm {
 }
 
 /// An instance as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Instance {
     pub id: InstanceId,
     pub name: String,
@@ -326,7 +326,7 @@ pub struct Instance {
 }
 
 /// Resource usage of a running instance, sampled by its node's agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InstanceUsage {
     /// Percent of one core (100 = one full core).
     pub cpu_percent: f64,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// `POST /v1/vpcs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVpcRequest {
     pub name: String,
@@ -14,7 +14,7 @@ pub struct CreateVpcRequest {
     pub cidr: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Vpc {
     pub id: VpcId,
     pub name: String,
@@ -25,7 +25,7 @@ pub struct Vpc {
 }
 
 /// `POST /v1/vpcs/{vpc}/subnets`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubnetRequest {
     pub name: String,
@@ -37,7 +37,7 @@ pub struct CreateSubnetRequest {
     pub nat_egress: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subnet {
     pub id: SubnetId,
     pub vpc_id: VpcId,
@@ -49,14 +49,14 @@ pub struct Subnet {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Ingress,
     Egress,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     Tcp,
@@ -116,7 +116,7 @@ impl fmt::Display for Protocol {
 
 /// One rule of a security group. Exactly one of `cidr` and `source_group` says who it
 /// matches (the remote side: sources for ingress, destinations for egress).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityGroupRule {
     pub direction: Direction,
@@ -135,7 +135,7 @@ pub struct SecurityGroupRule {
 
 /// `POST /v1/security-groups`; also the body of `PUT /v1/security-groups/{id}/rules`
 /// (rules only).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSecurityGroupRequest {
     pub name: String,
@@ -146,13 +146,13 @@ pub struct CreateSecurityGroupRequest {
 }
 
 /// `PUT /v1/security-groups/{id}/rules`: replaces every rule of the group at once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceRulesRequest {
     pub rules: Vec<SecurityGroupRule>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecurityGroup {
     pub id: SecurityGroupId,
     pub name: String,
@@ -163,7 +163,7 @@ pub struct SecurityGroup {
 }
 
 /// `POST /v1/instances/{id}/security-groups`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachSecurityGroupRequest {
     /// Id or name.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     Ready,
@@ -37,7 +37,7 @@ impl fmt::Display for NodeStatus {
 }
 
 /// An amount of schedulable resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Resources {
     pub cpu_millis: u64,
     pub memory_mb: u64,
@@ -45,7 +45,7 @@ pub struct Resources {
 }
 
 /// Latest host usage reported by the node's agent (procfs).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostUsage {
     pub cpu_percent: f64,
     pub memory_used_mb: u64,
@@ -62,7 +62,7 @@ pub struct HostUsage {
 }
 
 /// Where a node keeps volumes and how much room is left.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VolumePool {
     /// `file` or `lvm`.
     pub kind: String,
@@ -71,7 +71,7 @@ pub struct VolumePool {
     pub free_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Node {
     pub id: NodeId,
     pub name: String,
@@ -90,7 +90,7 @@ pub struct Node {
 }
 
 /// `POST /v1/nodes/join-tokens`: a token agents enroll with.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinTokenRequest {
     /// How many agents may enroll with it (default 1).
@@ -102,7 +102,7 @@ pub struct CreateJoinTokenRequest {
 }
 
 /// A new join token. The secret is shown only in this response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JoinToken {
     pub token: String,
     pub uses: u32,

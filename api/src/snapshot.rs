@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// `POST /v1/snapshots`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshotRequest {
     /// The volume (id or name). It may be attached: its filesystem is frozen while the
@@ -17,7 +17,7 @@ pub struct CreateSnapshotRequest {
 
 /// `POST /v1/snapshots/{id}/restore`: a NEW volume with the snapshot's content, on the
 /// snapshot's node; the snapshot and its source volume are untouched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreSnapshotRequest {
     /// Name of the new volume.
@@ -27,7 +27,7 @@ pub struct RestoreSnapshotRequest {
     pub size_gb: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SnapshotStatus {
     Creating,
@@ -63,7 +63,7 @@ impl fmt::Display for SnapshotStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Snapshot {
     pub id: SnapshotId,
     pub name: String,

@@ -10,7 +10,7 @@ use std::fmt;
 pub const MAX_VOLUME_GB: u64 = 16 * 1024;
 
 /// `POST /v1/volumes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolumeRequest {
     pub name: String,
@@ -25,14 +25,14 @@ pub struct CreateVolumeRequest {
 }
 
 /// `POST /v1/volumes/{id}/resize`: grow only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResizeVolumeRequest {
     /// The new size in GB; larger than the current one.
     pub size_gb: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VolumeStatus {
     Creating,
@@ -78,7 +78,7 @@ impl fmt::Display for VolumeStatus {
 }
 
 /// `POST /v1/volumes/{id}/attach`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachVolumeRequest {
     /// The instance (id or name); it must run on the volume's node.
@@ -88,7 +88,7 @@ pub struct AttachVolumeRequest {
 }
 
 /// A volume in an instance: `POST /v1/instances` takes `volumes: [{volume, mount_path}]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     /// The volume (id or name on input; id on output).
@@ -97,7 +97,7 @@ pub struct VolumeMount {
     pub mount_path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Volume {
     pub id: VolumeId,
     pub name: String,

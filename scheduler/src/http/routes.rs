@@ -4,6 +4,7 @@
 //! ones (login, registration) are declared as such. The table is also listed (method, path,
 //! access) for the RBAC and cross-tenant tests, so a new endpoint is covered by them at once.
 
+use super::doc::Doc;
 use super::error::ApiError;
 use crate::app::App;
 use crate::authz::Access;
@@ -33,6 +34,7 @@ pub struct RouteInfo {
     /// Under `/v1`, with `{param}` placeholders.
     pub path: &'static str,
     pub gate: Gate,
+    pub doc: Doc,
 }
 
 /// Builds `/v1`: the authenticated and the public routes, and their table.
@@ -61,12 +63,12 @@ async fn authorize(access: Access, req: Request, next: Next) -> Response {
 
 macro_rules! method {
     ($name:ident, $verb:literal, $make:ident) => {
-        pub fn $name<H, T>(self, path: &'static str, gate: Gate, handler: H) -> Self
+        pub fn $name<H, T>(self, path: &'static str, gate: Gate, doc: Doc, handler: H) -> Self
         where
             H: Handler<T, Arc<App>>,
             T: 'static,
         {
-            self.add($verb, path, gate, $make(handler))
+            self.add($verb, path, gate, doc, $make(handler))
         }
     };
 }
@@ -81,9 +83,15 @@ impl Routes {
         method: &'static str,
         path: &'static str,
         gate: Gate,
+        doc: Doc,
         route: MethodRouter<Arc<App>>,
     ) -> Self {
-        self.table.push(RouteInfo { method, path, gate });
+        self.table.push(RouteInfo {
+            method,
+            path,
+            gate,
+            doc,
+        });
         match gate {
             Gate::Public => self.public = self.public.route(path, route),
             Gate::Key(access) => {

@@ -84,7 +84,7 @@ pub async fn attach(
 }
 
 /// Empty body.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetachVolumeRequest {}
 
