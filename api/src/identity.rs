@@ -174,7 +174,9 @@ pub struct AuditEntry {
 }
 
 /// A project's limits (`null`: unlimited). `PUT /v1/projects/{id}/quota` (operators).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     #[serde(default)]
@@ -188,7 +190,9 @@ pub struct Quota {
     pub max_volume_gb: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub struct QuotaUsage {
     pub instances: u64,
     pub cpu_millis: u64,

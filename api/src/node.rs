@@ -37,7 +37,9 @@ impl fmt::Display for NodeStatus {
 }
 
 /// An amount of schedulable resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Resources {
     pub cpu_millis: u64,
     pub memory_mb: u64,

@@ -157,7 +157,10 @@ mod tests {
         let text = serde_json::to_string(&doc).unwrap();
         for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
             let name = part.split('"').next().unwrap();
-            assert!(doc["components"]["schemas"][name].is_object(), "{name} is defined");
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{name} is defined"
+            );
         }
     }
 }
