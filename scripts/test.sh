@@ -17,6 +17,8 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
+# One full build per run: incremental caches only cost disk here (they reached tens of GB).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config postgresql iproute2
