@@ -26,6 +26,10 @@ pub struct CreateImageRequest {
     /// Kernel command line for `kernel` (default `console=ttyS0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// Every project may see and use it (default true: images are an operator's offer to all
+    /// tenants); false keeps it in the operator's project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<bool>,
 }
 
 #[derive(
@@ -71,4 +75,7 @@ pub struct Image {
     pub initrd: Option<String>,
     pub cmdline: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Seen and used by every project.
+    #[serde(default)]
+    pub public: bool,
 }

@@ -83,6 +83,7 @@ pub fn image(r: crate::store::ImageRecord) -> Result<cloud_api::Image> {
         initrd: r.initrd,
         cmdline: r.cmdline,
         created_at: r.created_at,
+        public: r.public,
     })
 }
 

@@ -57,6 +57,7 @@ async fn bad_input_gets_the_envelope_and_changes_nothing() {
             kernel: None,
             initrd: None,
             cmdline: None,
+            public: None,
         })
         .await
         .unwrap();
@@ -536,6 +537,7 @@ async fn only_operators_register_or_remove_images() {
         kernel: None,
         initrd: None,
         cmdline: None,
+        public: None,
     };
     let e = member.image_create(&req).await.unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");

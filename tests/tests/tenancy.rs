@@ -114,6 +114,8 @@ async fn another_project_can_neither_see_nor_touch_a_projects_resources() {
             kernel: None,
             initrd: None,
             cmdline: None,
+            // Private to A (public images are every project's by design; tested below).
+            public: Some(false),
         })
         .await
         .unwrap();
@@ -288,4 +290,37 @@ async fn another_project_can_neither_see_nor_touch_a_projects_resources() {
     assert!(checked > 50, "{checked} routes");
     let after = snapshot_of(&c, &a_key, &watched).await;
     assert_eq!(before, after, "project A's data is unchanged");
+
+    // Public images (the default for operators' images) are every project's to see and use,
+    // and still only their project's to remove.
+    a.image_create(&cloud_api::CreateImageRequest {
+        name: "shared".into(),
+        path: "/var/lib/images/shared.qcow2".into(),
+        format: cloud_api::ImageFormat::Qcow2,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        public: None,
+    })
+    .await
+    .unwrap();
+    let b = cloud_api::Client::new(&c.http_url(), Some(b_key.clone())).unwrap();
+    let shared = b.image_get("shared").await.unwrap();
+    assert!(shared.public);
+    let names: Vec<String> = b
+        .image_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["shared".to_string()],
+        "A's private image stays A's"
+    );
+    assert_eq!(
+        b.image_delete("shared").await.unwrap_err().status(),
+        Some(403)
+    );
 }

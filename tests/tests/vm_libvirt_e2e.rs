@@ -162,6 +162,7 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
             kernel: Some(g.join("vmlinuz").display().to_string()),
             initrd: Some(g.join("initrd.gz").display().to_string()),
             cmdline: Some("console=ttyS0".into()),
+            public: None,
         })
         .await
         .unwrap();
@@ -585,6 +586,7 @@ async fn a_vm_in_a_vpc_gets_its_address_and_its_port() {
             kernel: Some(g.join("vmlinuz").display().to_string()),
             initrd: Some(g.join("initrd.gz").display().to_string()),
             cmdline: Some("console=ttyS0".into()),
+            public: None,
         })
         .await
         .unwrap();

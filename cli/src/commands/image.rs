@@ -46,6 +46,9 @@ pub struct ImageCreateArgs {
     /// Kernel command line for --kernel (default console=ttyS0).
     #[arg(long, requires = "kernel")]
     pub cmdline: Option<String>,
+    /// Keep the image in your project (by default every project sees and uses it).
+    #[arg(long)]
+    pub private: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,6 +74,7 @@ pub async fn run(ctx: &Ctx, cmd: ImageCmd) -> Result<()> {
                 kernel: a.kernel,
                 initrd: a.initrd,
                 cmdline: a.cmdline,
+                public: Some(!a.private),
             })
             .await?)?,
         ImageCmd::List => {
@@ -119,6 +123,15 @@ fn detail(i: &Image, now: DateTime<Utc>) -> String {
         ("Kernel", dash(&i.kernel)),
         ("Initrd", dash(&i.initrd)),
         ("Cmdline", dash(&i.cmdline)),
+        (
+            "Visibility",
+            if i.public {
+                "every project"
+            } else {
+                "this project"
+            }
+            .to_string(),
+        ),
         ("Created", timestamp(Some(i.created_at), now)),
     ])
 }
@@ -139,6 +152,7 @@ mod tests {
             initrd: None,
             cmdline: Some("console=ttyS0".into()),
             created_at: now,
+            public: true,
         };
         let t = table(std::slice::from_ref(&img), now);
         assert!(

@@ -80,6 +80,7 @@ impl App {
             kernel: req.kernel,
             initrd: req.initrd,
             created_at: chrono::Utc::now(),
+            public: req.public.unwrap_or(true),
         };
         self.store.image_insert(&rec).await.map_err(|e| match e {
             StoreError::Duplicate => Error::AlreadyExists(format!(

@@ -19,6 +19,8 @@ pub struct ImageRecord {
     pub initrd: Option<String>,
     pub cmdline: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Every project sees and uses it (operators' images, by default).
+    pub public: bool,
 }
 
 /// The VM part of an instance, stored with it as JSON.
@@ -50,14 +52,13 @@ impl std::fmt::Debug for VmSpecRecord {
     }
 }
 
-const SELECT: &str =
-    "SELECT id, project_id, name, path, format, kernel, initrd, cmdline, created_at FROM images";
+const SELECT: &str = "SELECT id, project_id, name, path, format, kernel, initrd, cmdline, created_at, public FROM images";
 
 impl Store {
     pub async fn image_insert(&self, r: &ImageRecord) -> StoreResult<()> {
         on_pool!(self, p => sqlx::query(
-            "INSERT INTO images (id, project_id, name, path, format, kernel, initrd, cmdline, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO images (id, project_id, name, path, format, kernel, initrd, cmdline, created_at, public)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(r.id)
         .bind(r.project_id)
@@ -68,20 +69,24 @@ impl Store {
         .bind(&r.initrd)
         .bind(&r.cmdline)
         .bind(r.created_at)
+        .bind(r.public)
         .execute(p)
         .await
         .map(|_| ())?);
         Ok(())
     }
 
-    /// By id or name, within the project.
+    /// By id or name: the project's own, else a public one.
     pub async fn image_get(
         &self,
         project: ProjectId,
         id_or_name: &str,
     ) -> StoreResult<ImageRecord> {
         let by_id = id_or_name.parse::<Uuid>().ok();
-        let sql = format!("{SELECT} WHERE project_id = $1 AND (id = $2 OR name = $3)");
+        let sql = format!(
+            "{SELECT} WHERE (project_id = $1 OR public) AND (id = $2 OR name = $3)
+             ORDER BY CASE WHEN project_id = $1 THEN 0 ELSE 1 END LIMIT 1"
+        );
         on_pool!(self, p => Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(project.0)
             .bind(by_id)
@@ -97,7 +102,7 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<ImageRecord>> {
         let sql = format!(
-            "{SELECT} WHERE project_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
+            "{SELECT} WHERE (project_id = $1 OR public) AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
         );
         on_pool!(self, p => Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(project.0)

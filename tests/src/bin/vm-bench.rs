@@ -181,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 kernel: Some(g.join("vmlinuz").display().to_string()),
                 initrd: Some(g.join("initrd.gz").display().to_string()),
                 cmdline: Some("console=ttyS0".into()),
+                public: None,
             })
             .await?;
     }
