@@ -47,14 +47,15 @@ impl App {
         planner: Planner,
         status_writer: crate::statuswriter::StatusWriter,
     ) -> Self {
-        let (events, events_inbox) = crate::events::EventBus::new();
+        let metrics = Metrics::new();
+        let (events, events_inbox) = crate::events::EventBus::new(metrics.events_dropped.clone());
         Self {
             events,
             events_inbox: std::sync::Mutex::new(Some(events_inbox)),
             store,
             sessions: Sessions::new(),
             pki,
-            metrics: Metrics::new(),
+            metrics,
             planner,
             key_cache: crate::keycache::KeyCache::default(),
             status_writer,

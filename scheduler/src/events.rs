@@ -26,10 +26,11 @@ pub struct EventBus {
     tx: mpsc::Sender<NewEvent>,
     live: broadcast::Sender<Arc<EventRecord>>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    dropped_metric: prometheus::IntCounter,
 }
 
 impl EventBus {
-    pub fn new() -> (Self, mpsc::Receiver<NewEvent>) {
+    pub fn new(dropped_metric: prometheus::IntCounter) -> (Self, mpsc::Receiver<NewEvent>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (live, _) = broadcast::channel(LIVE_BUFFER);
         (
@@ -37,6 +38,7 @@ impl EventBus {
                 tx,
                 live,
                 dropped: Arc::default(),
+                dropped_metric,
             },
             rx,
         )
@@ -60,6 +62,7 @@ impl EventBus {
             data,
         };
         if self.tx.try_send(e).is_err() {
+            self.dropped_metric.inc();
             let n = self
                 .dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

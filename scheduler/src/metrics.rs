@@ -28,6 +28,8 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// Events stored and published.
     pub events: IntCounter,
+    /// Events dropped because the writer's queue was full.
+    pub events_dropped: IntCounter,
     /// Open WebSocket clients (events, logs, stats, consoles).
     pub ws_clients: IntGauge,
     /// Messages received from agents, by kind (heartbeat, telemetry, observed, logs, hello).
@@ -137,6 +139,10 @@ impl Metrics {
             "events_total",
             "Events stored and published",
         ));
+        let events_dropped = must(IntCounter::new(
+            "events_dropped_total",
+            "Events dropped because the event writer fell behind",
+        ));
         let ws_clients = must(IntGauge::new("websocket_clients", "Open WebSocket clients"));
         let agent_messages = must(IntCounterVec::new(
             Opts::new(
@@ -163,6 +169,7 @@ impl Metrics {
             Box::new(audit_write_failures.clone()),
             Box::new(rate_limited.clone()),
             Box::new(events.clone()),
+            Box::new(events_dropped.clone()),
             Box::new(ws_clients.clone()),
         ] {
             must(registry.register(c));
@@ -185,6 +192,7 @@ impl Metrics {
             audit_write_failures,
             rate_limited,
             events,
+            events_dropped,
             ws_clients,
             agent_message_counters: AgentMessageCounters {
                 hello: agent_messages.with_label_values(&["hello"]),

@@ -325,7 +325,9 @@ async fn roles_keys_login_and_audit() {
     let wal =
         std::fs::read(c.dir.path().join("scheduler").join("thecloud.db-wal")).unwrap_or_default();
     for key in [&admin_key, &member, &viewer, &bob, &key1, &key2] {
-        let secret = key.rsplit('_').next().unwrap().as_bytes();
+        // tc_<prefix>_<secret>: the secret itself may contain '_'.
+        let secret = key.splitn(3, '_').nth(2).unwrap().as_bytes();
+        assert!(secret.len() >= 40);
         for bytes in [&db, &wal] {
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret),
@@ -333,7 +335,30 @@ async fn roles_keys_login_and_audit() {
             );
         }
     }
-    // Failed logins are audited (no project: they belong to nobody yet).
+    // Failed logins are audited with the attempted email, in no project: operators see them.
+    let (s, logins) = h
+        .call(
+            Some(&admin_key),
+            Method::GET,
+            "/v1/audit?resource_type=login&outcome=denied",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{logins}");
+    let rows = logins["items"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["resource_id"] == "bob@example.org" && r["status"] == 401),
+        "{logins}"
+    );
+    let (_, theirs) = h
+        .call(Some(&admin_key), Method::GET, "/v1/audit?limit=1000", None)
+        .await;
+    assert!(
+        !theirs.to_string().contains("correct horse"),
+        "no password in the audit log"
+    );
+    // Failed logins also count in the metrics.
     let failures = app_failures(&c).await;
     assert!(failures >= 2, "{failures}");
 }

@@ -22,6 +22,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// What a public route's response names as the audited resource (a login's email).
+#[derive(Debug, Clone)]
+pub struct AuditSubject(pub String);
+
 /// Largest response body read back to find a created resource's id.
 const MAX_CREATED_BODY: usize = 256 * 1024;
 
@@ -88,6 +92,10 @@ pub async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     let template = template.unwrap_or_else(|| path.clone());
     let (kind, mut id) = resource_of(&template, &path);
     let caller = resp.extensions().get::<Caller>().cloned();
+    // Public routes name their subject themselves (the email of a login).
+    if id.is_none() {
+        id = resp.extensions().get::<AuditSubject>().map(|s| s.0.clone());
+    }
     let resp = if id.is_none() && method == Method::POST && status.is_success() {
         let (parts, body) = resp.into_parts();
         match axum::body::to_bytes(body, MAX_CREATED_BODY).await {
@@ -153,6 +161,7 @@ pub async fn list(
         resource_id: q.resource_id,
         outcome: q.outcome,
         since: q.since,
+        fleet: caller.is_operator(),
     };
     let rows = app
         .store

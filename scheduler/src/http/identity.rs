@@ -155,7 +155,21 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let source = source.map(|Extension(ConnectInfo(a))| a.ip());
-    Ok(created(app.login(req, source).await?))
+    let email = req
+        .email
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .take(254)
+        .collect::<String>();
+    let mut resp = match app.login(req, source).await {
+        Ok(k) => created(k).into_response(),
+        Err(e) => super::error::ApiError(e).into_response(),
+    };
+    // Who tried: failed logins are audited with the attempted email.
+    resp.extensions_mut()
+        .insert(super::audit::AuditSubject(email));
+    Ok(resp)
 }
 
 pub async fn key_create(

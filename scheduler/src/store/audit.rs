@@ -46,6 +46,8 @@ pub struct AuditFilter {
     pub resource_id: Option<String>,
     pub outcome: Option<String>,
     pub since: Option<DateTime<Utc>>,
+    /// Also rows of no project (failed authentications, failed logins): operators only.
+    pub fleet: bool,
 }
 
 impl Store {
@@ -93,7 +95,7 @@ impl Store {
                 "SELECT id, at, request_id, project_id, user_id, key_id, action, resource_type,
                         resource_id, outcome, status, source
                  FROM audit_log
-                 WHERE project_id = $1
+                 WHERE (project_id = $1 OR ($9 AND project_id IS NULL))
                    AND ($2 IS NULL OR user_id = $2)
                    AND ($3 IS NULL OR resource_type = $3)
                    AND ($4 IS NULL OR resource_id = $4)
@@ -110,6 +112,7 @@ impl Store {
             .bind(f.since)
             .bind(before)
             .bind(i64::from(limit))
+            .bind(f.fleet)
             .fetch_all(p)
             .await?)
         })
