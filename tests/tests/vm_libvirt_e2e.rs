@@ -86,17 +86,14 @@ impl Drop for Cleanup {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
-    if !available() {
-        return;
-    }
-    let c = Cluster::start().await;
+/// A scratch VM directory (removed with the returned guard, with the domains it lists) and
+/// the real hypervisor parts of a node (TCG).
+async fn vm_node_parts() -> (PathBuf, Cleanup, cloud_agent::NodeVms) {
     let vm_dir = guest_dir()
         .parent()
         .unwrap()
         .join(format!("thecloud-e2e-{}", uuid::Uuid::now_v7().simple()));
-    let mut cleanup = Cleanup(vm_dir.clone(), Vec::new());
+    let cleanup = Cleanup(vm_dir.clone(), Vec::new());
     let hv = cloud_agent::vm::LibvirtHypervisor::connect(
         "qemu:///system",
         Some(cloud_agent::vm::VirtType::Qemu),
@@ -107,6 +104,30 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
         hypervisor: Arc::new(hv),
         files: cloud_agent::vm::VmFiles::new(&vm_dir),
     };
+    (vm_dir, cleanup, vms)
+}
+
+/// The tiny test guest as the image "tiny" (direct kernel boot).
+fn tiny_image() -> CreateImageRequest {
+    let g = guest_dir();
+    CreateImageRequest {
+        name: "tiny".into(),
+        path: g.join("base.raw").display().to_string(),
+        format: ImageFormat::Raw,
+        kernel: Some(g.join("vmlinuz").display().to_string()),
+        initrd: Some(g.join("initrd.gz").display().to_string()),
+        cmdline: Some("console=ttyS0".into()),
+        public: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
+    if !available() {
+        return;
+    }
+    let c = Cluster::start().await;
+    let (vm_dir, mut cleanup, vms) = vm_node_parts().await;
     // Volume images where QEMU (libvirt's unprivileged user) can reach them.
     let volumes = cloud_agent::storage::FileBackend::new(cloud_agent::storage::FileBackendConfig {
         image_dir: vm_dir.join("volume-images"),
@@ -153,19 +174,7 @@ async fn a_real_guest_boots_reads_its_user_data_and_leaves_nothing_behind() {
         node.drivers
     );
 
-    let g = guest_dir();
-    client
-        .image_create(&CreateImageRequest {
-            name: "tiny".into(),
-            path: g.join("base.raw").display().to_string(),
-            format: ImageFormat::Raw,
-            kernel: Some(g.join("vmlinuz").display().to_string()),
-            initrd: Some(g.join("initrd.gz").display().to_string()),
-            cmdline: Some("console=ttyS0".into()),
-            public: None,
-        })
-        .await
-        .unwrap();
+    client.image_create(&tiny_image()).await.unwrap();
     let marker = format!("e2e-marker-{}", uuid::Uuid::now_v7().simple());
     let vm = |name: &str| CreateInstanceRequest {
         kind: InstanceKind::Vm,
@@ -541,21 +550,7 @@ async fn a_vm_in_a_vpc_gets_its_address_and_its_port() {
     assert!(ok(&["ip", "link", "set", &lab_link, "up"]));
 
     let c = Cluster::start().await;
-    let vm_dir = guest_dir()
-        .parent()
-        .unwrap()
-        .join(format!("thecloud-e2e-{}", uuid::Uuid::now_v7().simple()));
-    let mut cleanup = Cleanup(vm_dir.clone(), Vec::new());
-    let hv = cloud_agent::vm::LibvirtHypervisor::connect(
-        "qemu:///system",
-        Some(cloud_agent::vm::VirtType::Qemu),
-    )
-    .await
-    .unwrap();
-    let vms = cloud_agent::NodeVms {
-        hypervisor: Arc::new(hv),
-        files: cloud_agent::vm::VmFiles::new(&vm_dir),
-    };
+    let (_, mut cleanup, vms) = vm_node_parts().await;
     let underlay: std::net::Ipv4Addr = NET_UNDERLAY.parse().unwrap();
     // The agent's own namespace is the host: libvirt makes the macvtap there.
     let backend =
@@ -577,19 +572,7 @@ async fn a_vm_in_a_vpc_gets_its_address_and_its_port() {
         })
         .await;
     let client = c.client();
-    let g = guest_dir();
-    client
-        .image_create(&CreateImageRequest {
-            name: "tiny".into(),
-            path: g.join("base.raw").display().to_string(),
-            format: ImageFormat::Raw,
-            kernel: Some(g.join("vmlinuz").display().to_string()),
-            initrd: Some(g.join("initrd.gz").display().to_string()),
-            cmdline: Some("console=ttyS0".into()),
-            public: None,
-        })
-        .await
-        .unwrap();
+    client.image_create(&tiny_image()).await.unwrap();
     let vpc = client
         .vpc_create(&cloud_api::CreateVpcRequest {
             name: "lab".into(),

@@ -72,9 +72,7 @@ impl NetState {
             .filter_map(|c| Some((c.label(labels::INSTANCE_ID)?, c)))
             .collect();
         if resynced {
-            self.forget_vanished_ports(backend.as_ref(), &running, desired)
-                .await;
-            self.remove_unwanted_ports(backend.as_ref(), desired).await;
+            self.check_ports(backend.as_ref(), &running, desired).await;
         }
         // Unplug what is no longer wanted or no longer runs.
         let stale: Vec<String> = self
@@ -186,38 +184,6 @@ impl NetState {
         out
     }
 
-    /// Removes ports that no desired instance has: VM ports outlive their guest's process, so
-    /// those of VMs deleted while the agent was down are found here (after a restart the
-    /// agent remembers none).
-    async fn remove_unwanted_ports(
-        &mut self,
-        backend: &dyn NetworkBackend,
-        desired: &DesiredState,
-    ) {
-        let ports = match backend.ports().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list VPC ports");
-                return;
-            }
-        };
-        for port in ports {
-            let wanted = desired
-                .instances
-                .iter()
-                .any(|s| s.instance_id == port.instance_id && matches!(s.network, Some(Ok(_))));
-            if wanted {
-                continue;
-            }
-            tracing::info!(instance_id = %port.instance_id, port = %port.port, "removing a VPC port no instance wants");
-            self.plugged.remove(&port.instance_id);
-            self.vm_ports.remove(&port.instance_id);
-            if let Err(e) = backend.detach(&port.instance_id).await {
-                tracing::warn!(instance_id = %port.instance_id, error = %e, "cannot remove an instance's port");
-            }
-        }
-    }
-
     /// Syncs the VPCs when they changed, failed last time, or `resync` passed; true when a
     /// sync ran and succeeded.
     async fn sync_vpcs(&mut self, backend: &dyn NetworkBackend, vpcs: &[VpcSpec]) -> bool {
@@ -248,9 +214,12 @@ impl NetState {
         }
     }
 
-    /// Forgets plugged ports the host no longer has (a deleted veth), so they are plugged
-    /// again in this pass. A port of a container that still runs the same process is drift.
-    async fn forget_vanished_ports(
+    /// Compares the host's ports (listed once) with what this agent knows: forgets plugged
+    /// ports the host no longer has (a deleted veth), so they are plugged again in this pass —
+    /// a port of a container that still runs the same process is drift —, and removes ports no
+    /// desired instance has (VM ports outlive their guest's process, so those of VMs deleted
+    /// while the agent was down are found here: after a restart it remembers none).
+    async fn check_ports(
         &mut self,
         backend: &dyn NetworkBackend,
         running: &HashMap<&str, &ContainerInfo>,
@@ -284,6 +253,21 @@ impl NetState {
             }
             there
         });
+        for port in &ports {
+            let wanted = desired
+                .instances
+                .iter()
+                .any(|s| s.instance_id == port.instance_id && matches!(s.network, Some(Ok(_))));
+            if wanted {
+                continue;
+            }
+            tracing::info!(instance_id = %port.instance_id, port = %port.port, "removing a VPC port no instance wants");
+            self.plugged.remove(&port.instance_id);
+            self.vm_ports.remove(&port.instance_id);
+            if let Err(e) = backend.detach(&port.instance_id).await {
+                tracing::warn!(instance_id = %port.instance_id, error = %e, "cannot remove an instance's port");
+            }
+        }
     }
 
     /// An instance with a port reports `running` only once the port is up; until then it is

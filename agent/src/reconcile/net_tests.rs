@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 const NODE: &str = "node-a";
 const IMG: &str = "local/busybox:latest";
 
-fn attachment(last: u8) -> NetworkAttachment {
+pub(super) fn attachment(last: u8) -> NetworkAttachment {
     NetworkAttachment {
         vpc_id: "vpc-1".into(),
         vni: 4242,
@@ -25,7 +25,7 @@ fn attachment(last: u8) -> NetworkAttachment {
     }
 }
 
-fn vpc() -> VpcSpec {
+pub(super) fn vpc() -> VpcSpec {
     VpcSpec {
         vpc_id: "vpc-1".into(),
         vni: 4242,

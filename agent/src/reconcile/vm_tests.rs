@@ -452,39 +452,13 @@ async fn a_crashed_guest_is_restarted_by_on_failure_and_reported_otherwise() {
 }
 
 mod vpc {
+    use super::super::net_tests::{attachment as port, vpc};
     use super::*;
     use crate::network::fake::VM_PORT;
-    use crate::network::{FakeNetwork, Mac, NetworkAttachment, SubnetSpec, VpcSpec};
-    use std::net::Ipv4Addr;
+    use crate::network::{FakeNetwork, NetworkAttachment, VpcSpec};
 
     fn attachment() -> NetworkAttachment {
-        NetworkAttachment {
-            vpc_id: "vpc-1".into(),
-            vni: 4242,
-            subnet_id: "sub-1".into(),
-            ip: Ipv4Addr::new(10, 0, 1, 5),
-            prefix_len: 24,
-            gateway: Ipv4Addr::new(10, 0, 1, 1),
-            mac: Mac([2, 0x7c, 10, 0, 1, 5]),
-            ingress: vec![],
-            egress: vec![],
-            egress_restricted: false,
-        }
-    }
-
-    fn vpc() -> VpcSpec {
-        VpcSpec {
-            vpc_id: "vpc-1".into(),
-            vni: 4242,
-            subnets: vec![SubnetSpec {
-                subnet_id: "sub-1".into(),
-                cidr: "10.0.1.0/24".parse().unwrap(),
-                gateway: Ipv4Addr::new(10, 0, 1, 1),
-                nat_egress: false,
-            }],
-            peers: vec![],
-            remote_endpoints: vec![],
-        }
+        port(5)
     }
 
     async fn apply(

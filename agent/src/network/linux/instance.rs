@@ -47,15 +47,7 @@ impl LinuxNetwork {
         let port = port_name(instance_id);
         let (ns, mtu) = (self.ns_name(a.vni), self.mtu());
 
-        let (p, n) = (port.clone(), ns.clone());
-        let (port_link, br) = w
-            .run(move |h| async move {
-                let br = get_link(&h, "br0", &n).await?.ok_or_else(|| {
-                    NetworkError::Invalid(format!("VPC namespace {n} has no br0"))
-                })?;
-                Ok((get_link(&h, &p, &n).await?, br))
-            })
-            .await?;
+        let (port_link, br) = port_and_bridge(&w, &port, &ns).await?;
         let label = target.label().to_owned();
         let eth0 = target
             .run(move |h| async move {
@@ -104,11 +96,7 @@ impl LinuxNetwork {
         }
         let alias = format!("{instance_id} {}", a.ip);
         if reuse {
-            if let Some(p) = port_link.filter(|p| p.alias.as_deref() != Some(alias.as_str())) {
-                let n = ns.clone();
-                w.run(move |h| async move { links::set_alias(&h, p.index, &alias, &n).await })
-                    .await?;
-            }
+            refresh_alias(&w, &ns, port_link, alias).await?;
             return Ok(());
         }
 
@@ -247,6 +235,37 @@ impl LinuxNetwork {
         })
         .await
     }
+}
+
+/// A port (if it exists) and the VPC bridge, from the VPC's namespace.
+pub(super) async fn port_and_bridge(
+    w: &Arc<NsWorker>,
+    port: &str,
+    ns: &str,
+) -> Result<(Option<Link>, Link), NetworkError> {
+    let (p, n) = (port.to_owned(), ns.to_owned());
+    w.run(move |h| async move {
+        let br = get_link(&h, "br0", &n)
+            .await?
+            .ok_or_else(|| NetworkError::Invalid(format!("VPC namespace {n} has no br0")))?;
+        Ok((get_link(&h, &p, &n).await?, br))
+    })
+    .await
+}
+
+/// Sets a kept port's alias ("<instance id> <ip>") when it differs.
+pub(super) async fn refresh_alias(
+    w: &Arc<NsWorker>,
+    ns: &str,
+    port_link: Option<Link>,
+    alias: String,
+) -> Result<(), NetworkError> {
+    if let Some(p) = port_link.filter(|p| p.alias.as_deref() != Some(alias.as_str())) {
+        let n = ns.to_owned();
+        w.run(move |h| async move { links::set_alias(&h, p.index, &alias, &n).await })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Refuses an attachment whose address cannot work (the gateway's, or a prefix with no room).

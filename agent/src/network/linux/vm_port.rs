@@ -7,7 +7,7 @@
 //! deletes it, and the macvtap goes with it.
 
 use super::LinuxNetwork;
-use super::instance::check_address;
+use super::instance::{check_address, port_and_bridge, refresh_alias};
 use super::links::{self, get_link};
 use super::netns::NsWorker;
 use crate::network::{NetworkAttachment, NetworkError, port_name, vm_link_name};
@@ -28,15 +28,7 @@ impl LinuxNetwork {
         let host_if = vm_link_name(&self.config.prefix, instance_id);
         let (ns, mtu) = (self.ns_name(a.vni), self.mtu());
 
-        let (p, n) = (port.clone(), ns.clone());
-        let (port_link, br) = w
-            .run(move |h| async move {
-                let br = get_link(&h, "br0", &n).await?.ok_or_else(|| {
-                    NetworkError::Invalid(format!("VPC namespace {n} has no br0"))
-                })?;
-                Ok((get_link(&h, &p, &n).await?, br))
-            })
-            .await?;
+        let (port_link, br) = port_and_bridge(&w, &port, &ns).await?;
         let (hi, label) = (host_if.clone(), host.label().to_owned());
         let host_link = host
             .run(move |h| async move { get_link(&h, &hi, &label).await })
@@ -62,11 +54,7 @@ impl LinuxNetwork {
         }
         let alias = format!("{instance_id} {}", a.ip);
         if reuse {
-            if let Some(p) = port_link.filter(|p| p.alias.as_deref() != Some(alias.as_str())) {
-                let n = ns.clone();
-                w.run(move |h| async move { links::set_alias(&h, p.index, &alias, &n).await })
-                    .await?;
-            }
+            refresh_alias(&w, &ns, port_link, alias).await?;
             return Ok(host_if);
         }
 
