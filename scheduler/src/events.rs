@@ -25,23 +25,15 @@ const RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
 pub struct EventBus {
     tx: mpsc::Sender<NewEvent>,
     live: broadcast::Sender<Arc<EventRecord>>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
-    dropped_metric: prometheus::IntCounter,
+    /// Events dropped so far (the metric is the count).
+    dropped: prometheus::IntCounter,
 }
 
 impl EventBus {
-    pub fn new(dropped_metric: prometheus::IntCounter) -> (Self, mpsc::Receiver<NewEvent>) {
+    pub fn new(dropped: prometheus::IntCounter) -> (Self, mpsc::Receiver<NewEvent>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (live, _) = broadcast::channel(LIVE_BUFFER);
-        (
-            Self {
-                tx,
-                live,
-                dropped: Arc::default(),
-                dropped_metric,
-            },
-            rx,
-        )
+        (Self { tx, live, dropped }, rx)
     }
 
     /// Queues an event; `project` None: a fleet event.
@@ -62,15 +54,10 @@ impl EventBus {
             data,
         };
         if self.tx.try_send(e).is_err() {
-            self.dropped_metric.inc();
-            let n = self
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n.is_multiple_of(1000) {
-                tracing::warn!(
-                    dropped = n + 1,
-                    "the event queue is full; events are dropped"
-                );
+            self.dropped.inc();
+            let n = self.dropped.get();
+            if n % 1000 == 1 {
+                tracing::warn!(dropped = n, "the event queue is full; events are dropped");
             }
         }
     }
@@ -78,10 +65,6 @@ impl EventBus {
     /// Live events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
         self.live.subscribe()
-    }
-
-    pub fn live_clients(&self) -> usize {
-        self.live.receiver_count()
     }
 }
 

@@ -5,24 +5,21 @@
 
 use super::error::ApiResult;
 use super::extract::ApiQuery;
+use super::ws;
 use crate::app::App;
 use crate::error::Error;
 use crate::services::Caller;
 use crate::store::EventRecord;
 use axum::Json;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::response::Response;
 use cloud_api::{Event, Page};
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
-/// A send that takes longer than this means the client is not reading.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Close code for a dropped slow client (application range).
-pub const TOO_SLOW: u16 = 4008;
+const SLOW: &str = "too slow: resume from your last seq";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,23 +88,12 @@ pub async fn stream(
         .on_upgrade(move |socket| serve(app, caller, after, socket)))
 }
 
+/// Sends one event; false when the client is gone or too slow (then closed, see `ws`).
 async fn send(socket: &mut WebSocket, e: &EventRecord) -> bool {
     let Ok(text) = serde_json::to_string(&view(e)) else {
         return true;
     };
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
-        Ok(Ok(()))
-    )
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.to_owned().into(),
-        })))
-        .await;
+    ws::send(socket, Message::Text(text.into()), SLOW).await
 }
 
 async fn serve(app: Arc<App>, caller: Caller, after: i64, mut socket: WebSocket) {
@@ -124,7 +110,7 @@ async fn serve(app: Arc<App>, caller: Caller, after: i64, mut socket: WebSocket)
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot replay events");
-                close(&mut socket, 1011, "cannot read events; reconnect").await;
+                ws::close(&mut socket, 1011, "cannot read events; reconnect").await;
                 app.metrics.ws_clients.dec();
                 return;
             }
@@ -149,15 +135,14 @@ async fn serve(app: Arc<App>, caller: Caller, after: i64, mut socket: WebSocket)
                         continue;
                     }
                     if !send(&mut socket, &e).await {
-                        tracing::info!(last, "events client too slow; dropped");
-                        close(&mut socket, TOO_SLOW, "too slow: resume from your last seq").await;
+                        tracing::info!(last, "events client too slow or gone; dropped");
                         break;
                     }
                     last = e.seq;
                 }
                 Err(RecvError::Lagged(_)) => {
                     tracing::info!(last, "events client fell behind; dropped");
-                    close(&mut socket, TOO_SLOW, "too slow: resume from your last seq").await;
+                    ws::close(&mut socket, ws::TOO_SLOW, SLOW).await;
                     break;
                 }
                 Err(RecvError::Closed) => break,

@@ -4,42 +4,19 @@
 //! (close code 4008) and its node stream cancelled, so memory never grows with a slow client.
 
 use super::error::ApiResult;
-use super::events::TOO_SLOW;
 use super::extract::{ApiPath, ApiQuery};
+use super::ws::{self, close};
 use crate::app::App;
 use crate::error::Error;
 use crate::services::Caller;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::response::Response;
 use cloud_api::InstanceId;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.to_owned().into(),
-        })))
-        .await;
-}
-
-/// Sends one message; false when the client is gone or too slow (then it is closed).
-async fn send(socket: &mut WebSocket, msg: Message) -> bool {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => {
-            close(socket, TOO_SLOW, "too slow").await;
-            false
-        }
-    }
-}
 
 /// The logs WebSocket (the plain GET of the same path returns them at once).
 pub async fn logs(
@@ -61,7 +38,7 @@ pub async fn logs(
                         break;
                     }
                     Some(c) => {
-                        if !c.data.is_empty() && !send(&mut socket, Message::Binary(c.data.into())).await {
+                        if !c.data.is_empty() && !ws::send(&mut socket, Message::Binary(c.data.into()), "too slow").await {
                             break;
                         }
                         if c.eof {
@@ -130,7 +107,7 @@ pub async fn stats(
                         }
                         last = Some(u.sampled_at);
                         let Ok(text) = serde_json::to_string(&u) else { continue };
-                        if !send(&mut socket, Message::Text(text.into())).await {
+                        if !ws::send(&mut socket, Message::Text(text.into()), "too slow").await {
                             break;
                         }
                     }

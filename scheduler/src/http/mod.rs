@@ -19,6 +19,7 @@ mod page;
 pub mod routes;
 mod snapshots;
 mod volumes;
+mod ws;
 
 use crate::app::App;
 use crate::error::Error;
@@ -267,6 +268,8 @@ pub fn v1_routes() -> Routes {
             Doc::list::<api::Image>("List VM images"),
             images::list,
         )
+        // Images name files on the nodes, which QEMU then reads: only operators (image:write)
+        // register or remove them, or a tenant could point a VM at another tenant's disk.
         .post(
             "/images",
             need(IMAGE_WRITE),

@@ -5,20 +5,16 @@ use super::extract::ApiQuery;
 use super::extract::{ApiJson, ApiPath};
 use super::page;
 use crate::app::App;
-use crate::error::Error;
-use crate::services::Caller;
 use crate::views;
 use axum::Json;
-use axum::extract::{Extension, State};
+use axum::extract::State;
 use cloud_api::{CreateJoinTokenRequest, JoinToken, Node, NodeId, Page, PageQuery};
 use std::sync::Arc;
 
 pub async fn list(
     State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Page<Node>>> {
-    require_operator(&caller)?;
     let (after, limit) = page::parse::<NodeId>(&q)?;
     let records = app.store.node_list(after, limit).await?;
     let items = records
@@ -29,47 +25,21 @@ pub async fn list(
     Ok(Json(Page { items, next_cursor }))
 }
 
-pub async fn get(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath,
-) -> ApiResult<Json<Node>> {
-    require_operator(&caller)?;
+pub async fn get(State(app): State<Arc<App>>, ApiPath(id): ApiPath) -> ApiResult<Json<Node>> {
     Ok(Json(views::node(
         app.node_lookup(&id).await?,
         &app.sessions,
     )?))
 }
 
-/// Nodes are fleet infrastructure: only operator (admin) keys see them.
-fn require_operator(caller: &Caller) -> Result<(), Error> {
-    if caller.is_operator() {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(
-            "listing nodes needs an operator (admin) API key".into(),
-        ))
-    }
-}
-
-pub async fn drain(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath,
-) -> ApiResult<Json<Node>> {
-    require_operator(&caller)?;
+pub async fn drain(State(app): State<Arc<App>>, ApiPath(id): ApiPath) -> ApiResult<Json<Node>> {
     Ok(Json(views::node(
         app.node_drain(&id).await?,
         &app.sessions,
     )?))
 }
 
-pub async fn undrain(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath,
-) -> ApiResult<Json<Node>> {
-    require_operator(&caller)?;
+pub async fn undrain(State(app): State<Arc<App>>, ApiPath(id): ApiPath) -> ApiResult<Json<Node>> {
     Ok(Json(views::node(
         app.node_undrain(&id).await?,
         &app.sessions,
@@ -78,10 +48,8 @@ pub async fn undrain(
 
 pub async fn create_join_token(
     State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateJoinTokenRequest>,
 ) -> ApiResult<(axum::http::StatusCode, Json<JoinToken>)> {
-    require_operator(&caller)?;
     let uses = req.uses.unwrap_or(1);
     let ttl = std::time::Duration::from_secs(req.ttl_seconds.unwrap_or(3600));
     let (token, expires_at) = app.join_token_create(uses, ttl).await?;

@@ -154,7 +154,7 @@ impl App {
         Ok(())
     }
 
-    async fn new_key(
+    fn new_key(
         &self,
         user: Uuid,
         project: Uuid,
@@ -308,7 +308,7 @@ impl App {
         name: &str,
         expires_at: Option<chrono::DateTime<Utc>>,
     ) -> Result<(ApiKeyRecord, String)> {
-        let (new, key) = self.new_key(user, project, name, expires_at).await;
+        let (new, key) = self.new_key(user, project, name, expires_at);
         self.store.api_key_insert(&new).await?;
         Ok((self.store.api_key_get(user, new.id.0).await?, key))
     }
@@ -387,9 +387,7 @@ impl App {
         if old.revoked_at.is_some() {
             return Err(Error::Conflict("the key is revoked; make a new one".into()));
         }
-        let (new, key) = self
-            .new_key(user, old.project_id, &old.name, old.expires_at)
-            .await;
+        let (new, key) = self.new_key(user, old.project_id, &old.name, old.expires_at);
         let until = Utc::now() + Duration::seconds(overlap as i64);
         self.store
             .api_key_rotate(user, id, until, &new)

@@ -30,7 +30,7 @@ impl Caller {
         self.permissions.allows(p)
     }
 
-    /// Fleet operators manage nodes and images (and see image paths).
+    /// Fleet operators manage nodes and images, and see fleet events and audit rows.
     pub fn is_operator(&self) -> bool {
         self.can(crate::authz::NODE_ADMIN)
     }

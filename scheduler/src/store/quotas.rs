@@ -21,6 +21,13 @@ pub struct QuotaUsage {
     pub volume_gb: i64,
 }
 
+/// A project's instance count, CPU millicores and memory.
+pub(crate) const INSTANCE_USAGE: &str = "SELECT COUNT(*), CAST(SUM(cpu_millis) AS BIGINT), \
+     CAST(SUM(memory_mb) AS BIGINT) FROM instances WHERE project_id = $1";
+/// A project's volume GB.
+pub(crate) const VOLUME_USAGE: &str =
+    "SELECT CAST(SUM(size_gb) AS BIGINT) FROM volumes WHERE project_id = $1";
+
 /// Locks the project's quota row (if it has one) in `$tx` and returns it with the project's
 /// instance usage: `StoreResult<Option<(QuotaRecord, QuotaUsage)>>`.
 macro_rules! quota_locked {
@@ -36,19 +43,15 @@ macro_rules! quota_locked {
         match q {
             None => None,
             Some(q) => {
-                let (n, cpu, mem): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
-                    "SELECT COUNT(*), CAST(SUM(cpu_millis) AS BIGINT), CAST(SUM(memory_mb) AS BIGINT)
-                     FROM instances WHERE project_id = $1",
-                )
-                .bind(project)
-                .fetch_one(&mut *$tx)
-                .await?;
-                let (gb,): (Option<i64>,) = sqlx::query_as(
-                    "SELECT CAST(SUM(size_gb) AS BIGINT) FROM volumes WHERE project_id = $1",
-                )
-                .bind(project)
-                .fetch_one(&mut *$tx)
-                .await?;
+                let (n, cpu, mem): (i64, Option<i64>, Option<i64>) =
+                    sqlx::query_as($crate::store::quotas::INSTANCE_USAGE)
+                        .bind(project)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                let (gb,): (Option<i64>,) = sqlx::query_as($crate::store::quotas::VOLUME_USAGE)
+                    .bind(project)
+                    .fetch_one(&mut *$tx)
+                    .await?;
                 Some((
                     q,
                     $crate::store::QuotaUsage {
@@ -144,14 +147,13 @@ impl Store {
     pub async fn quota_usage(&self, project: ProjectId) -> StoreResult<QuotaUsage> {
         on_pool!(self, p => {
             let (n, cpu, mem): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(*), CAST(SUM(cpu_millis) AS BIGINT), CAST(SUM(memory_mb) AS BIGINT)
-                 FROM instances WHERE project_id = $1",
+                INSTANCE_USAGE,
             )
             .bind(project.0)
             .fetch_one(p)
             .await?;
             let (gb,): (Option<i64>,) =
-                sqlx::query_as("SELECT CAST(SUM(size_gb) AS BIGINT) FROM volumes WHERE project_id = $1")
+                sqlx::query_as(VOLUME_USAGE)
                     .bind(project.0)
                     .fetch_one(p)
                     .await?;
