@@ -248,6 +248,7 @@ pub async fn start(
         addr,
         identity,
         hostname,
+        version: config.version.clone(),
         labels: config.labels.clone(),
         capacity_override: config.capacity_override,
         runtime,

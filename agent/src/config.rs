@@ -85,6 +85,9 @@ pub struct AgentConfig {
     /// Virtual machines: the hypervisor and where per-VM files go. `None`: no VMs here (the
     /// node does not advertise the `libvirt` driver).
     pub vms: Option<NodeVms>,
+    /// Version reported in `Hello` (shown as the node's `agent_version`); the binary adds its
+    /// build id to the crate version.
+    pub version: String,
 }
 
 /// A node's VM support.
@@ -135,6 +138,7 @@ impl AgentConfig {
             network: None,
             volumes: None,
             vms: None,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
 }

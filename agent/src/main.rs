@@ -16,9 +16,20 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// This binary's version: the crate version, plus `+<id>` when built with
+/// `THECLOUD_BUILD_ID=<id>` (release pipelines stamp builds so that `cloud node list` shows
+/// which build each node runs, e.g. during a rolling upgrade).
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| match option_env!("THECLOUD_BUILD_ID") {
+        Some(id) if !id.is_empty() => format!("{}+{id}", env!("CARGO_PKG_VERSION")),
+        _ => env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
 /// The Cloud's node agent: runs workloads on this host for the scheduler.
 #[derive(Debug, Parser)]
-#[command(name = "cloud-agent", version, about, long_about = None)]
+#[command(name = "cloud-agent", version = version(), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -354,6 +365,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         args.data_dir,
     );
     config.vms = node_vms;
+    config.version = version().to_owned();
     config.reconciler.vm_shutdown_timeout = args.vm_shutdown_timeout;
     config.name = args.name;
     config.volumes = volumes;

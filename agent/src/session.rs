@@ -58,6 +58,8 @@ pub struct SessionContext {
     pub addr: SchedulerAddr,
     pub identity: NodeIdentity,
     pub hostname: String,
+    /// Reported as `agent_version`.
+    pub version: String,
     pub labels: BTreeMap<String, String>,
     pub capacity_override: CapacityOverride,
     pub runtime: Arc<dyn ContainerRuntime>,
@@ -114,7 +116,7 @@ impl SessionContext {
             capacity: Some(convert::capacity_to_pb(capacity)),
             drivers,
             labels: self.labels.clone().into_iter().collect(),
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            agent_version: self.version.clone(),
             protocol_version: cloud_proto::PROTOCOL_VERSION,
             applied_generation: self.applied_generation(),
             underlay_ip: self

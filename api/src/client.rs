@@ -268,13 +268,18 @@ impl Client {
         self.get_json(&["v1", "nodes", id_or_name]).await
     }
 
-    /// Stops placing on the node and moves its instances away.
-    pub async fn node_drain(&self, id_or_name: &str) -> Result<Node, ClientError> {
-        self.post_json(
-            &["v1", "nodes", id_or_name, "drain"],
-            &serde_json::json!({}),
-        )
-        .await
+    /// Stops placing on the node; moves its instances away unless `keep_instances`.
+    pub async fn node_drain(
+        &self,
+        id_or_name: &str,
+        keep_instances: bool,
+    ) -> Result<Node, ClientError> {
+        let mut url = self.url(&["v1", "nodes", id_or_name, "drain"]);
+        if keep_instances {
+            url.set_query(Some("keep_instances=true"));
+        }
+        self.json(self.request(Method::POST, url).json(&serde_json::json!({})))
+            .await
     }
 
     /// Lets a drained node take work again.

@@ -45,7 +45,7 @@ pub use network::{
     AttachSecurityGroupRequest, CreateSecurityGroupRequest, CreateSubnetRequest, CreateVpcRequest,
     Direction, Protocol, ReplaceRulesRequest, SecurityGroup, SecurityGroupRule, Subnet, Vpc,
 };
-pub use node::{CreateJoinTokenRequest, JoinToken};
+pub use node::{CreateJoinTokenRequest, DrainMode, DrainQuery, JoinToken};
 pub use node::{HostUsage, Node, NodeStatus, Resources, VolumePool};
 pub use snapshot::{CreateSnapshotRequest, RestoreSnapshotRequest, Snapshot, SnapshotStatus};
 pub use volume::{

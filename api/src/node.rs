@@ -84,11 +84,53 @@ pub struct Node {
     pub drivers: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub agent_version: Option<String>,
+    /// How the node is drained, when it is (`status` is `draining`, or `down` if its agent
+    /// went away meanwhile: the drain holds until `undrain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainMode>,
     /// Whether the node's agent has a session open with this scheduler right now.
     pub connected: bool,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub usage: Option<HostUsage>,
     pub created_at: DateTime<Utc>,
+}
+
+/// How a drained node treats the instances it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainMode {
+    /// Move `always`/`on-failure` instances to other nodes; stop `never` instances in place.
+    Evacuate,
+    /// Place nothing new here but leave its instances running (agent upgrades, maintenance
+    /// that does not stop workloads). If the agent stays away longer than the scheduler's
+    /// `reschedule_after`, its instances are moved as for any down node.
+    KeepInstances,
+}
+
+impl DrainMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evacuate => "evacuate",
+            Self::KeepInstances => "keep_instances",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "evacuate" => Some(Self::Evacuate),
+            "keep_instances" => Some(Self::KeepInstances),
+            _ => None,
+        }
+    }
+}
+
+/// Query of `POST /v1/nodes/{id}/drain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainQuery {
+    /// `true`: leave the node's instances running (see [`DrainMode::KeepInstances`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_instances: Option<bool>,
 }
 
 /// `POST /v1/nodes/join-tokens`: a token agents enroll with.

@@ -216,6 +216,15 @@ const LAUNCH_EXAMPLES: &str = "Examples:\n  \
     cloud instance launch --kind vm --name my-vm --image debian-12 --cpu 2 --memory 2Gi \\\n      \
     --disk 20G --user-data-file cloud-init.yaml";
 
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Leave the node's instances running (place nothing new there).
+    #[arg(long)]
+    pub keep_instances: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     /// List the compute nodes with their capacity and allocation.
@@ -226,7 +235,11 @@ pub enum NodeCmd {
     Show(Target),
     /// Stop placing new instances on a node and move its instances elsewhere
     /// (`always`/`on-failure` instances move, `never` instances are stopped in place).
-    Drain(Target),
+    ///
+    /// With --keep-instances the node only stops taking new instances and its instances keep
+    /// running: use it around an agent upgrade or maintenance that does not stop workloads.
+    /// The drain holds across agent restarts until `cloud node undrain`.
+    Drain(DrainArgs),
     /// Let a drained node take new instances again.
     Undrain(Target),
     /// Join tokens agents enroll with (operators only).

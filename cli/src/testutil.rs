@@ -68,6 +68,7 @@ pub fn node(name: &str) -> Node {
         drivers: vec!["docker".into(), "libvirt".into()],
         labels: BTreeMap::from([("zone".into(), "a".into())]),
         agent_version: Some("0.1.0".into()),
+        drain: None,
         connected: true,
         last_heartbeat_at: Some(now() - Duration::seconds(2)),
         usage: None,

@@ -1,8 +1,9 @@
 //! Moves workloads off nodes that are down or draining, safely.
 //!
 //! * A down node's `always`/`on-failure` instances move after `reschedule_after`; `never`
-//!   instances stay `lost`. A draining node's movable instances move at once and its `never`
-//!   instances are stopped in place.
+//!   instances stay `lost`. A node drained with `evacuate` has its movable instances moved at
+//!   once and its `never` instances stopped in place; one drained with `keep_instances` keeps
+//!   them (until it is down for `reschedule_after`).
 //! * Rate limit: at most `evictions_per_second` nodes are evicted per second (token bucket).
 //! * Mass-failure guard: while more than `max_down_fraction` of the nodes are down, nothing
 //!   moves: a scheduler cut off from much of the fleet must not reschedule it.
@@ -15,7 +16,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::store::InstanceRecord;
 use chrono::Utc;
-use cloud_api::{InstanceId, NodeId, ProjectId};
+use cloud_api::{DrainMode, InstanceId, NodeId, ProjectId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -86,9 +87,14 @@ async fn pass(app: &App, bucket: &mut Bucket, blocked: &mut bool) -> Result<(), 
     }
     let now = Utc::now();
     let grace = chrono::Duration::from_std(app.config.reschedule_after).unwrap_or_default();
-    for (id, name, status, since) in unavailable {
+    for (id, name, status, since, drain) in unavailable {
         let node = NodeId(id);
         if status == "down" && since.is_some_and(|t| now - t < grace) {
+            continue;
+        }
+        // Drained for maintenance: its instances stay (if its agent goes away for good the
+        // node turns `down` and the branch above applies).
+        if status == "draining" && drain.as_deref() == Some(DrainMode::KeepInstances.as_str()) {
             continue;
         }
         let instances = app.store.instance_list_by_node(node).await?;

@@ -112,6 +112,7 @@ pub fn node(r: NodeWithAllocation, sessions: &Sessions) -> Result<Node> {
         drivers: n.drivers.0,
         labels: n.labels.0,
         agent_version: n.agent_version,
+        drain: n.drain.as_deref().and_then(cloud_api::DrainMode::parse),
         connected: sessions.is_connected(id),
         last_heartbeat_at,
         usage: sessions.usage(id),

@@ -170,7 +170,7 @@ async fn drain_moves_movable_instances_and_stops_the_rest() {
         );
     }
 
-    let drained = client.node_drain(&node).await.unwrap();
+    let drained = client.node_drain(&node, false).await.unwrap();
     assert_eq!(drained.status, NodeStatus::Draining);
     wait_for(
         "instances moved off the drained node",
@@ -382,5 +382,138 @@ async fn evictions_pause_when_too_many_nodes_are_down_and_are_rate_limited() {
         "evictions of two nodes {gap:?} apart; the limit is one per 2 s"
     );
     extra.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_instances_drain_leaves_instances_running_and_survives_an_agent_restart() {
+    // Long reschedule_after: an agent upgrade (down for a few seconds) must not move anything.
+    let c = Cluster::start_with(|cfg| {
+        fast_failover(cfg);
+        cfg.reschedule_after = Duration::from_secs(120);
+    })
+    .await;
+    let mut sim = c.sim(2, |_| {}).await;
+    let client = c.client();
+    for i in 0..2 {
+        client
+            .instance_create(&busybox(&format!("web{i}"), &["sleep", "1000"]))
+            .await
+            .unwrap();
+    }
+    let first = c.wait_instance("web0", InstanceStatus::Running).await;
+    c.wait_instance("web1", InstanceStatus::Running).await;
+    let node = first.node_name.clone().unwrap();
+    let idx = sim.index_of(&node).unwrap();
+    let ids_before: Vec<String> = sim
+        .runtime(idx)
+        .containers()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(!ids_before.is_empty());
+
+    let drained = client.node_drain(&node, true).await.unwrap();
+    assert_eq!(drained.status, NodeStatus::Draining);
+    assert_eq!(drained.drain, Some(cloud_api::DrainMode::KeepInstances));
+    // Nothing new lands there; nothing leaves.
+    let next = client
+        .instance_create(&busybox("after-drain", &["sleep", "1000"]))
+        .await
+        .unwrap();
+    assert_ne!(next.node_name.as_deref(), Some(node.as_str()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let web0 = client.instance_get("web0").await.unwrap();
+    assert_eq!(web0.node_name.as_deref(), Some(node.as_str()));
+    assert_eq!(web0.status, InstanceStatus::Running);
+
+    // The agent goes away (an upgrade) long enough to be declared down, then returns.
+    sim.kill(idx);
+    wait_for("node down", Duration::from_secs(10), || async {
+        let n = client.node_get(&node).await.ok()?;
+        (n.status == NodeStatus::Down && n.drain.is_some()).then_some(())
+    })
+    .await;
+    sim.restart(idx).await.unwrap();
+    wait_for(
+        "node back, still drained",
+        Duration::from_secs(15),
+        || async {
+            let n = client.node_get(&node).await.ok()?;
+            (n.connected && n.status == NodeStatus::Draining).then_some(())
+        },
+    )
+    .await;
+    c.wait_instance("web0", InstanceStatus::Running).await;
+    let ids_after: Vec<String> = sim
+        .runtime(idx)
+        .containers()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        ids_before, ids_after,
+        "the same containers, never restarted"
+    );
+    assert_eq!(
+        client
+            .instance_get("web0")
+            .await
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some(node.as_str())
+    );
+
+    // Undrain ends it.
+    let back = client.node_undrain(&node).await.unwrap();
+    assert_eq!(back.status, NodeStatus::Ready);
+    assert_eq!(back.drain, None);
+    assert_eq!(
+        client.node_undrain(&node).await.unwrap().status,
+        NodeStatus::Ready,
+        "undrain is idempotent"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evacuating_drain_holds_when_the_agent_restarts() {
+    let c = Cluster::start_with(fast_failover).await;
+    let mut sim = c.sim(2, |_| {}).await;
+    let client = c.client();
+    let node = sim.node_name(0).to_owned();
+    let drained = client.node_drain(&node, false).await.unwrap();
+    assert_eq!(drained.drain, Some(cloud_api::DrainMode::Evacuate));
+    sim.kill(0);
+    wait_for("node down", Duration::from_secs(10), || async {
+        (client.node_get(&node).await.ok()?.status == NodeStatus::Down).then_some(())
+    })
+    .await;
+    sim.restart(0).await.unwrap();
+    wait_for(
+        "node back and draining, not ready",
+        Duration::from_secs(15),
+        || async {
+            let n = client.node_get(&node).await.ok()?;
+            (n.connected && n.status == NodeStatus::Draining).then_some(())
+        },
+    )
+    .await;
+    // Bad input: an unknown query parameter is a 400 naming it, and changes nothing.
+    let resp = c
+        .client()
+        .raw(
+            cloud_api::Method::POST,
+            &format!("/v1/nodes/{node}/drain?keep=true"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "{:?}", resp.text().await);
+    assert_eq!(
+        client.node_get(&node).await.unwrap().drain,
+        Some(cloud_api::DrainMode::Evacuate)
+    );
     sim.shutdown().await;
 }

@@ -24,10 +24,14 @@ pub async fn run(ctx: &Ctx, cmd: NodeCmd) -> Result<()> {
                 OutputFormat::Table => output::node_detail(&node, now),
             }
         }
-        NodeCmd::Drain(t) => {
-            let node = client.node_drain(&t.name).await?;
+        NodeCmd::Drain(a) => {
+            let node = client.node_drain(&a.target.name, a.keep_instances).await?;
             match ctx.output {
                 OutputFormat::Json => output::to_json(&node)?,
+                OutputFormat::Table if a.keep_instances => format!(
+                    "{}: {} (new instances go elsewhere; its instances keep running)",
+                    node.name, node.status
+                ),
                 OutputFormat::Table => format!(
                     "{}: {} (new instances go elsewhere; its instances are being moved or stopped)",
                     node.name, node.status

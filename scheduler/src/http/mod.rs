@@ -352,7 +352,11 @@ pub fn v1_routes() -> Routes {
         .post(
             "/nodes/{id}/drain",
             need(NODE_ADMIN),
-            Doc::act::<api::Node>("Drain a node (operators)", 200),
+            Doc::act::<api::Node>(
+                "Drain a node (operators): place nothing new on it and move its instances away, or with keep_instances=true leave them running (agent upgrades)",
+                200,
+            )
+            .query(&[("keep_instances", "boolean")]),
             nodes::drain,
         )
         .post(

@@ -8,7 +8,9 @@ use crate::app::App;
 use crate::views;
 use axum::Json;
 use axum::extract::State;
-use cloud_api::{CreateJoinTokenRequest, JoinToken, Node, NodeId, Page, PageQuery};
+use cloud_api::{
+    CreateJoinTokenRequest, DrainMode, DrainQuery, JoinToken, Node, NodeId, Page, PageQuery,
+};
 use std::sync::Arc;
 
 pub async fn list(
@@ -32,9 +34,18 @@ pub async fn get(State(app): State<Arc<App>>, ApiPath(id): ApiPath) -> ApiResult
     )?))
 }
 
-pub async fn drain(State(app): State<Arc<App>>, ApiPath(id): ApiPath) -> ApiResult<Json<Node>> {
+pub async fn drain(
+    State(app): State<Arc<App>>,
+    ApiPath(id): ApiPath,
+    ApiQuery(q): ApiQuery<DrainQuery>,
+) -> ApiResult<Json<Node>> {
+    let mode = if q.keep_instances == Some(true) {
+        DrainMode::KeepInstances
+    } else {
+        DrainMode::Evacuate
+    };
     Ok(Json(views::node(
-        app.node_drain(&id).await?,
+        app.node_drain(&id, mode).await?,
         &app.sessions,
     )?))
 }

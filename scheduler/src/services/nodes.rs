@@ -409,15 +409,29 @@ impl App {
         Ok(changed)
     }
 
-    /// Stops placing on a node and moves its workloads away (the evictor does the moving).
-    /// Idempotent.
-    pub async fn node_drain(&self, id_or_name: &str) -> Result<NodeWithAllocation> {
+    /// Stops placing on a node and, with `Evacuate`, moves its workloads away (the evictor
+    /// does the moving); `KeepInstances` leaves them running. Idempotent; draining again in
+    /// the other mode switches the mode.
+    pub async fn node_drain(
+        &self,
+        id_or_name: &str,
+        mode: cloud_api::DrainMode,
+    ) -> Result<NodeWithAllocation> {
         let node = self.node_lookup(id_or_name).await?;
         let id = NodeId(node.node.id);
-        if self.store.node_set_drain(id, true, "ready").await? {
-            tracing::info!(node = %id, name = %node.node.name, "node draining");
-            self.events
-                .emit(None, "node.draining", "node", id, serde_json::json!({}));
+        if self
+            .store
+            .node_set_drain(id, Some(mode.as_str()), "ready")
+            .await?
+        {
+            tracing::info!(node = %id, name = %node.node.name, mode = mode.as_str(), "node draining");
+            self.events.emit(
+                None,
+                "node.draining",
+                "node",
+                id,
+                serde_json::json!({ "mode": mode.as_str() }),
+            );
             self.planner.notify(crate::planner::Event::NodeChanged(id));
         }
         Ok(self.store.node_get(id).await?)
@@ -430,7 +444,7 @@ impl App {
         let id = NodeId(node.node.id);
         let connected = self.sessions.is_connected(id);
         let status = if connected { "ready" } else { "down" };
-        if self.store.node_set_drain(id, false, status).await? {
+        if self.store.node_set_drain(id, None, status).await? {
             tracing::info!(node = %id, name = %node.node.name, status, "node undrained");
             self.events.emit(
                 None,

@@ -18,7 +18,7 @@ macro_rules! select_nodes {
             "COALESCE((SELECT l.applied_generation FROM node_liveness l WHERE l.node_id = n.id), n.applied_generation) AS applied_generation, ",
             "n.cert_serial, ",
             "COALESCE((SELECT l.last_heartbeat_at FROM node_liveness l WHERE l.node_id = n.id), n.last_heartbeat_at) AS last_heartbeat_at, ",
-            "n.created_at, n.placement_generation, n.status_changed_at, ",
+            "n.created_at, n.placement_generation, n.status_changed_at, n.drain, ",
             "(SELECT CAST(SUM(i.cpu_millis) AS BIGINT) FROM instances i WHERE i.node_id = n.id) AS alloc_cpu_millis, ",
             "(SELECT CAST(SUM(i.memory_mb) AS BIGINT) FROM instances i WHERE i.node_id = n.id) AS alloc_memory_mb ",
             "FROM nodes n ",
@@ -48,6 +48,9 @@ pub struct NodeRecord {
     /// reports); plans are committed only if it is unchanged.
     pub placement_generation: i64,
     pub status_changed_at: Option<DateTime<Utc>>,
+    /// `evacuate` or `keep_instances` while drained (kept while the node is down, so a drain
+    /// survives an agent restart), else None.
+    pub drain: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -57,6 +60,9 @@ pub struct NodeWithAllocation {
     pub alloc_cpu_millis: Option<i64>,
     pub alloc_memory_mb: Option<i64>,
 }
+
+/// A row of [`Store::node_list_unavailable`]: id, name, status, since when, drain mode.
+pub type UnavailableNode = (Uuid, String, String, Option<DateTime<Utc>>, Option<String>);
 
 /// Node labels, key → value.
 pub type Labels = BTreeMap<String, String>;
@@ -119,7 +125,7 @@ impl Store {
             "SELECT n.id, n.name, n.hostname, n.status, n.cpu_millis, n.memory_mb, n.disk_gb,
                 n.drivers, n.labels, n.agent_version, n.generation, n.applied_generation, n.cert_serial,
                 n.last_heartbeat_at, n.created_at, n.placement_generation, n.status_changed_at,
-                a.alloc_cpu_millis, a.alloc_memory_mb
+                n.drain, a.alloc_cpu_millis, a.alloc_memory_mb
              FROM nodes n LEFT JOIN (SELECT node_id,
                 CAST(SUM(cpu_millis) AS BIGINT) AS alloc_cpu_millis,
                 CAST(SUM(memory_mb) AS BIGINT) AS alloc_memory_mb
@@ -166,8 +172,8 @@ impl Store {
         })
     }
 
-    /// Records the facts of a `Hello` and marks the node `ready` (a draining node stays
-    /// draining).
+    /// Records the facts of a `Hello` and marks the node `ready` (a drained node becomes
+    /// `draining` again).
     pub async fn node_update_facts(&self, id: NodeId, f: &NodeFacts) -> StoreResult<()> {
         let now = Utc::now();
         let before: Option<(Option<String>,)> = on_pool!(self, p => sqlx::query_as(
@@ -183,7 +189,7 @@ impl Store {
                     underlay_ip = $10, underlay_mtu = $11,
                     updated_at = $9, placement_generation = placement_generation + 1,
                     status_changed_at = CASE WHEN status = 'down' THEN $9 ELSE status_changed_at END,
-                    status = CASE WHEN status = 'draining' THEN 'draining' ELSE 'ready' END
+                    status = CASE WHEN drain IS NOT NULL THEN 'draining' ELSE 'ready' END
                  WHERE id = $1",
             )
             .bind(id.0)
@@ -265,10 +271,11 @@ impl Store {
         Ok(changed)
     }
 
-    /// `down` → `ready`; returns whether it changed.
+    /// `down` → `ready` (or `draining` when drained); returns whether it changed.
     pub async fn node_set_ready_if_down(&self, id: NodeId) -> StoreResult<bool> {
         let done = on_pool!(self, p => sqlx::query(
-            "UPDATE nodes SET status = 'ready', updated_at = $2, status_changed_at = $2
+            "UPDATE nodes SET status = CASE WHEN drain IS NOT NULL THEN 'draining' ELSE 'ready' END,
+                updated_at = $2, status_changed_at = $2
              WHERE id = $1 AND status = 'down'",
         )
         .bind(id.0)
@@ -293,31 +300,37 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// Sets `draining` (from any status) or back to `ready`/`down` from `draining`; bumps the
-    /// placement generation so plans made before are re-checked. Returns whether it changed.
+    /// Drains a node in `mode` (`evacuate` or `keep_instances`: status `draining`, except that
+    /// a down node drained with `keep_instances` stays `down` so the usual rescheduling of a
+    /// down node applies), or with None undrains it back to `undrained_status` (`ready` or
+    /// `down`). Bumps the placement generation so plans made before are re-checked. Returns
+    /// whether it changed.
     pub async fn node_set_drain(
         &self,
         id: NodeId,
-        drain: bool,
+        mode: Option<&str>,
         undrained_status: &str,
     ) -> StoreResult<bool> {
         let now = Utc::now();
-        let done = if drain {
+        let done = if let Some(mode) = mode {
             on_pool!(self, p => sqlx::query(
-                "UPDATE nodes SET status = 'draining', status_changed_at = $2, updated_at = $2,
-                    placement_generation = placement_generation + 1
-                 WHERE id = $1 AND status <> 'draining'",
+                "UPDATE nodes SET drain = $3,
+                    status = CASE WHEN $3 = 'keep_instances' AND status = 'down' THEN 'down' ELSE 'draining' END,
+                    status_changed_at = CASE WHEN status = 'draining' THEN status_changed_at ELSE $2 END,
+                    updated_at = $2, placement_generation = placement_generation + 1
+                 WHERE id = $1 AND (drain IS NULL OR drain <> $3)",
             )
             .bind(id.0)
             .bind(now)
+            .bind(mode)
             .execute(p)
             .await?
             .rows_affected())
         } else {
             on_pool!(self, p => sqlx::query(
-                "UPDATE nodes SET status = $3, status_changed_at = $2, updated_at = $2,
+                "UPDATE nodes SET status = $3, drain = NULL, status_changed_at = $2, updated_at = $2,
                     placement_generation = placement_generation + 1
-                 WHERE id = $1 AND status = 'draining'",
+                 WHERE id = $1 AND drain IS NOT NULL",
             )
             .bind(id.0)
             .bind(now)
@@ -343,12 +356,10 @@ impl Store {
         })
     }
 
-    /// Nodes that are down or draining, with when they became so.
-    pub async fn node_list_unavailable(
-        &self,
-    ) -> StoreResult<Vec<(Uuid, String, String, Option<DateTime<Utc>>)>> {
+    /// Nodes that are down or draining: id, name, status, since when, drain mode.
+    pub async fn node_list_unavailable(&self) -> StoreResult<Vec<UnavailableNode>> {
         on_pool!(self, p => Ok(sqlx::query_as(
-            "SELECT id, name, status, status_changed_at FROM nodes WHERE status IN ('down', 'draining') ORDER BY id",
+            "SELECT id, name, status, status_changed_at, drain FROM nodes WHERE status IN ('down', 'draining') ORDER BY id",
         )
         .fetch_all(p)
         .await?))
