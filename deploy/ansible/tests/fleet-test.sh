@@ -92,10 +92,24 @@ cleanup() {
     [[ -n $id ]] || continue
     docker ps -aq --filter "label=thecloud.node-id=$id" | xargs -r docker rm -f >/dev/null 2>&1 || true
   done
+  # Every process left in a host's namespace (e.g. Ansible's persistent SSH sessions) holds
+  # it, and its links, alive after `ip netns delete`: kill them first.
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-    case $ns in "$NS_PREFIX"* | tf[0-9]*) ip netns delete "$ns" 2>/dev/null || true ;; esac
+    case $ns in
+    "$NS_PREFIX"*)
+      ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+      ip netns delete "$ns" 2>/dev/null || true
+      ;;
+    tf[0-9]*) ip netns delete "$ns" 2>/dev/null || true ;;
+    esac
+  done
+  # A namespace can outlive its deletion for a while (sockets closing); its veth with it.
+  local link
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^tcf-h' || true); do
+    ip link delete "$link" 2>/dev/null || true
   done
   ip link delete "$BRIDGE" 2>/dev/null || true
+  while iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null; do :; done
   if [[ $DATABASE == postgres ]] && command -v dropdb >/dev/null; then
     (cd / && runuser -u postgres -- dropdb --if-exists "$PG_DB" 2>/dev/null) || true
   fi
@@ -140,6 +154,10 @@ make_hosts() {
   # A second address outside the networks the controller's firewall admits.
   ip addr add "$NET.200/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  # Docker's FORWARD policy is DROP and bridged frames pass iptables (bridge netfilter): let
+  # the hosts talk to each other across the bridge, as machines on one LAN would.
+  iptables -C FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null ||
+    iptables -I FORWARD 1 -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
   local h ns ip
   for h in $(host_names); do
     ns=$NS_PREFIX$h
