@@ -11,6 +11,7 @@
 #   THECLOUD_SKIP_LINT=1        skip `cargo fmt --check` and `cargo clippy`
 #   THECLOUD_SKIP_BENCH=1       skip the scheduler benchmark smoke run
 #   THECLOUD_SKIP_FUZZ=1        skip the schemathesis fuzz run of the API
+#   THECLOUD_SKIP_ANSIBLE=1     skip the Ansible fleet deployment test
 #   THECLOUD_TEST_DATABASE_URL  use this PostgreSQL instead of setting up the local cluster
 set -euo pipefail
 
@@ -22,13 +23,15 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config postgresql iproute2
-  ca-certificates gcc libc6-dev iputils-ping iperf3 lvm2 e2fsprogs python3-venv curl)
+  ca-certificates gcc libc6-dev iputils-ping iperf3 lvm2 e2fsprogs python3-venv curl
+  ansible-core ansible-lint openssh-server)
 THECLOUD_TEST_GUEST_DIR=${THECLOUD_TEST_GUEST_DIR:-/var/lib/libvirt/images/thecloud-test}
 PG_ROLE=thecloud
 PG_PASSWORD=thecloud
 PG_DB=thecloud
 
 SETUP_ONLY=0
+FLEET_DATABASE=postgres
 NEXTEST_ARGS=()
 for arg in "$@"; do
   case $arg in
@@ -150,6 +153,8 @@ setup() {
   phase_end ok
 
   if [[ -n ${THECLOUD_TEST_DATABASE_URL:-} ]]; then
+    # The fleet test's controller installs its own PostgreSQL only with a local cluster.
+    FLEET_DATABASE=sqlite
     phase_begin "Setup: PostgreSQL (given by THECLOUD_TEST_DATABASE_URL)"
     PGCONNECT_TIMEOUT=5 psql -X "$THECLOUD_TEST_DATABASE_URL" -Atc 'select 1' >/dev/null ||
       die "cannot connect to THECLOUD_TEST_DATABASE_URL"
@@ -234,6 +239,14 @@ if [[ ${THECLOUD_SKIP_FUZZ:-0} == 1 ]]; then
   PHASES+=("API fuzz|-|skipped (THECLOUD_SKIP_FUZZ=1)")
 else
   check "API fuzz" "$SCRIPT_DIR/fuzz.sh" 25
+fi
+
+# The Ansible deployment for real (issue #8): throwaway hosts (network namespaces with sshd),
+# site.yml, an instance, upgrade.yml with a second build, idempotence, ansible-lint.
+if [[ ${THECLOUD_SKIP_ANSIBLE:-0} == 1 ]]; then
+  PHASES+=("Ansible fleet|-|skipped (THECLOUD_SKIP_ANSIBLE=1)")
+else
+  check "Ansible fleet" "$REPO_ROOT/deploy/ansible/tests/fleet-test.sh" --database "$FLEET_DATABASE"
 fi
 
 if ((FAILED)); then

@@ -395,6 +395,16 @@ pub fn node_detail(n: &Node, now: DateTime<Utc>) -> String {
         ("ID", n.id.to_string()),
         ("Hostname", n.hostname.clone()),
         ("Status", n.status.to_string()),
+        (
+            "Drained",
+            match n.drain {
+                None => "no".to_owned(),
+                Some(cloud_api::DrainMode::Evacuate) => "yes, instances move elsewhere".to_owned(),
+                Some(cloud_api::DrainMode::KeepInstances) => {
+                    "yes, instances keep running here".to_owned()
+                }
+            },
+        ),
         ("Connected", yes_no(n.connected)),
         ("Agent version", or_dash(n.agent_version.as_deref())),
         ("Drivers", or_dash(Some(&n.drivers.join(", ")))),
