@@ -288,6 +288,30 @@ no_secrets_in_logs() {
   fi
 }
 
+# How long each agent was away during the upgrade: from its "signal received" to the next
+# "session accepted" in its log.
+agent_gaps() {
+  python3 - "$WORK"/hosts/h*/log/thecloud/cloud-agent.log <<'PY'
+import re, sys
+from datetime import datetime
+def ts(line):
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", line)
+    return datetime.fromisoformat(m.group(1)[:26]) if m else None
+for path in sys.argv[1:]:
+    host = path.split("/hosts/")[1].split("/")[0]
+    stop = None
+    gap = None
+    for line in open(path, errors="replace"):
+        if "signal received" in line:
+            stop = ts(line)
+        elif "session accepted" in line and stop is not None:
+            gap = (ts(line) - stop).total_seconds()
+            stop = None
+    if gap is not None:
+        print(f"    {host}: agent away {gap:.2f} s (signal received -> session accepted)")
+PY
+}
+
 admin_key() { cat "$(host_root h0)/var/lib/thecloud/scheduler/admin.key"; }
 API=http://$(host_ip h0):8080
 cloud() { "$REPO_ROOT/target/debug/cloud" --api-url "$API" --api-key "$(admin_key)" "$@"; }
@@ -400,8 +424,9 @@ main() {
   wait "$watcher" 2>/dev/null || true
   local upgrade_time=$PLAY_SECONDS
   grep -Eo '[a-z0-9]+ upgraded to [^;]+; drained for [0-9.]+ s' "$WORK/upgrade-1.log" | sort -u | sed 's/^/    /'
+  agent_gaps
   local drained
-  drained=$(grep -Eo 'drained for [0-9.]+ s' "$WORK/upgrade-1.log" | sort -u | wc -l)
+  drained=$(grep -Eo '[a-z0-9]+ upgraded to [^;]+; drained for' "$WORK/upgrade-1.log" | sort -u | wc -l)
   ((drained == COMPUTE)) || die "expected $COMPUTE drained-and-upgraded nodes in the output, found $drained"
 
   # Every node on build B and ready; the scheduler restarted on build B.
