@@ -193,15 +193,21 @@ impl App {
         {
             tracing::warn!(%node, applied_generation, "the agent had applied a newer generation than the store knows (restored database?); moved past it");
         }
-        tracing::info!(%node, hostname = %facts.hostname, version = %facts.agent_version, "node ready");
+        let rec = self.store.node_get(node).await?;
+        // A drained node is back as `draining`: the event says so in its status.
+        tracing::info!(%node, hostname = %facts.hostname, version = %facts.agent_version, status = %rec.node.status, "node connected");
         self.events.emit(
             None,
             "node.ready",
             "node",
             node,
-            serde_json::json!({ "hostname": facts.hostname, "version": facts.agent_version }),
+            serde_json::json!({
+                "hostname": facts.hostname,
+                "version": facts.agent_version,
+                "status": rec.node.status,
+            }),
         );
-        Ok(self.store.node_get(node).await?)
+        Ok(rec)
     }
 
     /// Applies an agent's observed state: instance statuses, and deletions the agent has

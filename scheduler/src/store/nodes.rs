@@ -303,7 +303,8 @@ impl Store {
     /// Drains a node in `mode` (`evacuate` or `keep_instances`: status `draining`, except that
     /// a down node drained with `keep_instances` stays `down` so the usual rescheduling of a
     /// down node applies), or with None undrains it back to `undrained_status` (`ready` or
-    /// `down`). Bumps the placement generation so plans made before are re-checked. Returns
+    /// `down`). A node that stays `down` keeps its `status_changed_at`, so its rescheduling
+    /// grace is not restarted. Bumps the placement generation so plans made before are re-checked. Returns
     /// whether it changed.
     pub async fn node_set_drain(
         &self,
@@ -316,7 +317,9 @@ impl Store {
             on_pool!(self, p => sqlx::query(
                 "UPDATE nodes SET drain = $3,
                     status = CASE WHEN $3 = 'keep_instances' AND status = 'down' THEN 'down' ELSE 'draining' END,
-                    status_changed_at = CASE WHEN status = 'draining' THEN status_changed_at ELSE $2 END,
+                    status_changed_at = CASE
+                        WHEN status = 'draining' OR ($3 = 'keep_instances' AND status = 'down') THEN status_changed_at
+                        ELSE $2 END,
                     updated_at = $2, placement_generation = placement_generation + 1
                  WHERE id = $1 AND (drain IS NULL OR drain <> $3)",
             )
@@ -328,8 +331,9 @@ impl Store {
             .rows_affected())
         } else {
             on_pool!(self, p => sqlx::query(
-                "UPDATE nodes SET status = $3, drain = NULL, status_changed_at = $2, updated_at = $2,
-                    placement_generation = placement_generation + 1
+                "UPDATE nodes SET status = $3, drain = NULL,
+                    status_changed_at = CASE WHEN status = $3 THEN status_changed_at ELSE $2 END,
+                    updated_at = $2, placement_generation = placement_generation + 1
                  WHERE id = $1 AND drain IS NOT NULL",
             )
             .bind(id.0)

@@ -255,6 +255,95 @@ async fn multi_use_tokens_allow_exactly_their_uses() {
 }
 
 #[tokio::test]
+async fn drains_survive_the_agent_going_down_and_keep_the_down_grace() {
+    on_both(|store| async move {
+        let (node, _) = ready_node(&store, "maint").await;
+        let status = |store: Store| async move {
+            let n = store.node_get(node).await.unwrap().node;
+            (n.status, n.drain)
+        };
+        // Maintenance drain, then the agent goes away and returns: still drained.
+        assert!(
+            store
+                .node_set_drain(node, Some("keep_instances"), "ready")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .node_set_drain(node, Some("keep_instances"), "ready")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            status(store.clone()).await,
+            ("draining".into(), Some("keep_instances".into()))
+        );
+        assert!(store.node_mark_down(node, "agent stopped").await.unwrap());
+        assert_eq!(
+            status(store.clone()).await,
+            ("down".into(), Some("keep_instances".into()))
+        );
+        let down_since = store.node_get(node).await.unwrap().node.status_changed_at;
+        assert!(store.node_set_ready_if_down(node).await.unwrap());
+        assert_eq!(
+            status(store.clone()).await,
+            ("draining".into(), Some("keep_instances".into()))
+        );
+        store
+            .node_update_facts(node, &facts(2000, 4096))
+            .await
+            .unwrap();
+        assert_eq!(
+            status(store.clone()).await.0,
+            "draining",
+            "a hello keeps the drain"
+        );
+        // Switching the mode is a change; undrain clears it.
+        assert!(
+            store
+                .node_set_drain(node, Some("evacuate"), "ready")
+                .await
+                .unwrap()
+        );
+        assert_eq!(status(store.clone()).await.1.as_deref(), Some("evacuate"));
+        assert!(store.node_set_drain(node, None, "ready").await.unwrap());
+        assert!(!store.node_set_drain(node, None, "ready").await.unwrap());
+        assert_eq!(status(store.clone()).await, ("ready".into(), None));
+        // A down node drained to keep its instances stays down with its grace clock running.
+        assert!(store.node_mark_down(node, "agent stopped").await.unwrap());
+        let down_since = store
+            .node_get(node)
+            .await
+            .unwrap()
+            .node
+            .status_changed_at
+            .or(down_since);
+        assert!(
+            store
+                .node_set_drain(node, Some("keep_instances"), "ready")
+                .await
+                .unwrap()
+        );
+        let n = store.node_get(node).await.unwrap().node;
+        assert_eq!(
+            (n.status.as_str(), n.status_changed_at),
+            ("down", down_since)
+        );
+        assert!(store.node_set_drain(node, None, "down").await.unwrap());
+        let n = store.node_get(node).await.unwrap().node;
+        assert_eq!(
+            (n.status.as_str(), n.status_changed_at, n.drain),
+            ("down", down_since, None)
+        );
+        let unavailable = store.node_list_unavailable().await.unwrap();
+        assert_eq!(unavailable.len(), 1);
+        assert_eq!(unavailable[0].2, "down");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn hello_makes_a_node_ready_and_lists_page_in_id_order() {
     on_both(|store| async move {
         let mut ids = Vec::new();
