@@ -24,7 +24,7 @@ export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 PACKAGES=(docker.io busybox-static iptables nftables libvirt-dev pkg-config postgresql iproute2
   ca-certificates gcc libc6-dev iputils-ping iperf3 lvm2 e2fsprogs python3-venv curl
-  ansible-core ansible-lint openssh-server)
+  ansible-core ansible-lint openssh-server python3-apt)
 THECLOUD_TEST_GUEST_DIR=${THECLOUD_TEST_GUEST_DIR:-/var/lib/libvirt/images/thecloud-test}
 PG_ROLE=thecloud
 PG_PASSWORD=thecloud
