@@ -16,15 +16,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// This binary's version: the crate version, plus `+<id>` when built with
-/// `THECLOUD_BUILD_ID=<id>` (release pipelines stamp builds so that `cloud node list` shows
-/// which build each node runs, e.g. during a rolling upgrade).
+/// This binary's version, with its build stamp (`THECLOUD_BUILD_ID`).
 fn version() -> &'static str {
-    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    VERSION.get_or_init(|| match option_env!("THECLOUD_BUILD_ID") {
-        Some(id) if !id.is_empty() => format!("{}+{id}", env!("CARGO_PKG_VERSION")),
-        _ => env!("CARGO_PKG_VERSION").to_owned(),
-    })
+    cloud_proto::build_version!()
 }
 
 /// The Cloud's node agent: runs workloads on this host for the scheduler.

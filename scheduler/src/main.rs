@@ -11,14 +11,9 @@ use std::path::PathBuf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// This binary's version: the crate version, plus `+<id>` when built with
-/// `THECLOUD_BUILD_ID=<id>` (release pipelines stamp builds; upgrades check it).
+/// This binary's version, with its build stamp (`THECLOUD_BUILD_ID`).
 fn version() -> &'static str {
-    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    VERSION.get_or_init(|| match option_env!("THECLOUD_BUILD_ID") {
-        Some(id) if !id.is_empty() => format!("{}+{id}", env!("CARGO_PKG_VERSION")),
-        _ => env!("CARGO_PKG_VERSION").to_owned(),
-    })
+    cloud_proto::build_version!()
 }
 
 #[derive(Parser)]
