@@ -68,22 +68,21 @@ host_root() { echo "$WORK/hosts/$1"; }
 
 # ---------------------------------------------------------------- cleanup
 
+# signal_daemons SIG: every daemon the hosts started (agents, scheduler, sshd), by pid file.
+signal_daemons() {
+  local pidfile pid
+  for pidfile in "$WORK"/hosts/*/run/thecloud/*.pid "$WORK"/hosts/*/sshd.pid; do
+    [[ -f $pidfile ]] || continue
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    [[ $pid =~ ^[0-9]+$ ]] && kill "-$1" "$pid" 2>/dev/null || true
+  done
+}
+
 cleanup() {
-  local h pidfile ns node_ids=()
-  # Every daemon the hosts started (agents, scheduler, sshd), by pid file.
-  for pidfile in "$WORK"/hosts/*/run/thecloud/*.pid "$WORK"/hosts/*/sshd.pid; do
-    [[ -f $pidfile ]] || continue
-    local pid
-    pid=$(cat "$pidfile" 2>/dev/null || true)
-    [[ $pid =~ ^[0-9]+$ ]] && kill -TERM "$pid" 2>/dev/null || true
-  done
+  local ns node_ids=()
+  signal_daemons TERM
   sleep 1
-  for pidfile in "$WORK"/hosts/*/run/thecloud/*.pid "$WORK"/hosts/*/sshd.pid; do
-    [[ -f $pidfile ]] || continue
-    local pid
-    pid=$(cat "$pidfile" 2>/dev/null || true)
-    [[ $pid =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null || true
-  done
+  signal_daemons KILL
   # The test nodes' containers (by node id), then their namespaces and links.
   for f in "$WORK"/hosts/*/var/lib/thecloud/agent/node.json; do
     [[ -f $f ]] && node_ids+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["node_id"])' "$f" 2>/dev/null || true)")
