@@ -89,6 +89,32 @@ async fn events_are_ordered_per_project_resumable_and_slow_clients_are_dropped()
     for e in &seen {
         assert!(ours.contains(&e.seq), "{e:?} in the list");
     }
+    assert!(
+        ours.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {ours:?}"
+    );
+    // Page by page, feeding next_cursor back as ?cursor=, gives the same list (and then
+    // whatever came since).
+    let mut paged = Vec::new();
+    let mut path = "/v1/events?limit=1".to_string();
+    loop {
+        let page: cloud_api::Page<Event> = member
+            .raw(cloud_api::Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        paged.extend(page.items.iter().map(|e| e.seq));
+        match page.next_cursor {
+            Some(c) => path = format!("/v1/events?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert!(paged.starts_with(&ours), "{paged:?} vs {ours:?}");
     assert!(other.events(0, 1000).await.unwrap().items.is_empty());
     // Operators also see fleet events (the node became ready).
     let fleet = admin.events(0, 1000).await.unwrap();
@@ -255,27 +281,29 @@ async fn logs_and_stats_follow_over_websockets_in_order() {
         },
     );
     let mut stats = member.instance_stats_follow("talker").await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Some(Ok(Message::Text(t))) = stats.next().await {
-                return serde_json::from_str::<cloud_api::InstanceUsage>(&t).unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let first = next_sample(&mut stats).await;
     assert_eq!(first.memory_limit_bytes, 64 << 20);
-    let second = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Some(Ok(Message::Text(t))) = stats.next().await {
-                return serde_json::from_str::<cloud_api::InstanceUsage>(&t).unwrap();
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let second = next_sample(&mut stats).await;
     assert!(
         second.sampled_at > first.sampled_at,
         "a new sample each time"
     );
+}
+
+/// The next stats sample of a `?follow=true` stream (within 15 s); a stream that ends or
+/// errors first fails the test at once.
+async fn next_sample(stats: &mut cloud_api::ConsoleStream) -> cloud_api::InstanceUsage {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stats.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str::<cloud_api::InstanceUsage>(&t).unwrap();
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the stats stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a stats sample within 15 s")
 }

@@ -405,11 +405,12 @@ async fn a_keep_instances_drain_leaves_instances_running_and_survives_an_agent_r
     c.wait_instance("web1", InstanceStatus::Running).await;
     let node = first.node_name.clone().unwrap();
     let idx = sim.index_of(&node).unwrap();
-    let ids_before: Vec<String> = sim
+    // Ids and start times: a restarted container keeps its id, not its start time.
+    let ids_before: Vec<(String, i64)> = sim
         .runtime(idx)
         .containers()
         .into_iter()
-        .map(|c| c.id)
+        .map(|c| (c.id, c.started_at_unix_ms))
         .collect();
     assert!(!ids_before.is_empty());
 
@@ -445,11 +446,11 @@ async fn a_keep_instances_drain_leaves_instances_running_and_survives_an_agent_r
     )
     .await;
     c.wait_instance("web0", InstanceStatus::Running).await;
-    let ids_after: Vec<String> = sim
+    let ids_after: Vec<(String, i64)> = sim
         .runtime(idx)
         .containers()
         .into_iter()
-        .map(|c| c.id)
+        .map(|c| (c.id, c.started_at_unix_ms))
         .collect();
     assert_eq!(
         ids_before, ids_after,
@@ -510,7 +511,12 @@ async fn an_evacuating_drain_holds_when_the_agent_restarts() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400, "{:?}", resp.text().await);
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("keep"),
+        "the error names the parameter: {body}"
+    );
     assert_eq!(
         client.node_get(&node).await.unwrap().drain,
         Some(cloud_api::DrainMode::Evacuate)

@@ -285,7 +285,11 @@ async fn drains_survive_the_agent_going_down_and_keep_the_down_grace() {
             ("down".into(), Some("keep_instances".into()))
         );
         let down_since = store.node_get(node).await.unwrap().node.status_changed_at;
-        assert!(store.node_set_ready_if_down(node).await.unwrap());
+        assert!(down_since.is_some(), "going down is timed");
+        assert_eq!(
+            store.node_set_ready_if_down(node).await.unwrap().as_deref(),
+            Some("draining")
+        );
         assert_eq!(
             status(store.clone()).await,
             ("draining".into(), Some("keep_instances".into()))
@@ -299,6 +303,10 @@ async fn drains_survive_the_agent_going_down_and_keep_the_down_grace() {
             "draining",
             "a hello keeps the drain"
         );
+        assert!(
+            store.node_list_unavailable().await.unwrap().is_empty(),
+            "nothing to move off a node drained with keep_instances"
+        );
         // Switching the mode is a change; undrain clears it.
         assert!(
             store
@@ -307,18 +315,18 @@ async fn drains_survive_the_agent_going_down_and_keep_the_down_grace() {
                 .unwrap()
         );
         assert_eq!(status(store.clone()).await.1.as_deref(), Some("evacuate"));
+        assert_eq!(
+            store.node_list_unavailable().await.unwrap().len(),
+            1,
+            "evacuate: its instances move"
+        );
         assert!(store.node_set_drain(node, None, "ready").await.unwrap());
         assert!(!store.node_set_drain(node, None, "ready").await.unwrap());
         assert_eq!(status(store.clone()).await, ("ready".into(), None));
         // A down node drained to keep its instances stays down with its grace clock running.
         assert!(store.node_mark_down(node, "agent stopped").await.unwrap());
-        let down_since = store
-            .node_get(node)
-            .await
-            .unwrap()
-            .node
-            .status_changed_at
-            .or(down_since);
+        let down_since = store.node_get(node).await.unwrap().node.status_changed_at;
+        assert!(down_since.is_some(), "going down is timed");
         assert!(
             store
                 .node_set_drain(node, Some("keep_instances"), "ready")
@@ -579,8 +587,11 @@ async fn deletion_waits_for_the_agent_unless_the_node_is_down() {
             store.instance_delete(project, b.id).await.unwrap(),
             DeleteOutcome::Deleted
         );
-        assert!(store.node_set_ready_if_down(node).await.unwrap());
-        assert!(!store.node_set_ready_if_down(node).await.unwrap());
+        assert_eq!(
+            store.node_set_ready_if_down(node).await.unwrap().as_deref(),
+            Some("ready")
+        );
+        assert_eq!(store.node_set_ready_if_down(node).await.unwrap(), None);
         assert!(matches!(
             store.instance_delete(project, b.id).await,
             Err(StoreError::NotFound)

@@ -67,6 +67,16 @@ fn wrk(url: &str, key: Option<&str>, connections: u32, seconds: u32) -> Run {
         .output()
         .expect("wrk runs (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Connect errors, read/write errors and timeouts would make the figures meaningless.
+    assert!(
+        !text.contains("Socket errors:"),
+        "wrk saw socket errors: {text}"
+    );
     let field = |prefix: &str| {
         text.lines()
             .find(|l| l.trim_start().starts_with(prefix))
@@ -80,9 +90,13 @@ fn wrk(url: &str, key: Option<&str>, connections: u32, seconds: u32) -> Run {
     Run {
         rps: field("Requests/sec:")
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0),
-        p50_ms: field("50%").and_then(|v| to_ms(&v)).unwrap_or(f64::NAN),
-        p99_ms: field("99%").and_then(|v| to_ms(&v)).unwrap_or(f64::NAN),
+            .expect("wrk prints Requests/sec"),
+        p50_ms: field("50%")
+            .and_then(|v| to_ms(&v))
+            .expect("wrk prints a 50% latency"),
+        p99_ms: field("99%")
+            .and_then(|v| to_ms(&v))
+            .expect("wrk prints a 99% latency"),
         non_2xx,
     }
 }
