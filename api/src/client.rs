@@ -274,12 +274,18 @@ impl Client {
         id_or_name: &str,
         keep_instances: bool,
     ) -> Result<Node, ClientError> {
-        let mut url = self.url(&["v1", "nodes", id_or_name, "drain"]);
-        if keep_instances {
-            url.set_query(Some("keep_instances=true"));
-        }
-        self.json(self.request(Method::POST, url).json(&serde_json::json!({})))
-            .await
+        let query = crate::DrainQuery {
+            keep_instances: keep_instances.then_some(true),
+        };
+        self.json(
+            self.request(
+                Method::POST,
+                self.url(&["v1", "nodes", id_or_name, "drain"]),
+            )
+            .query(&query)
+            .json(&serde_json::json!({})),
+        )
+        .await
     }
 
     /// Lets a drained node take work again.

@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::store::InstanceRecord;
 use chrono::Utc;
-use cloud_api::{DrainMode, InstanceId, NodeId, ProjectId};
+use cloud_api::{InstanceId, NodeId, ProjectId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -87,14 +87,9 @@ async fn pass(app: &App, bucket: &mut Bucket, blocked: &mut bool) -> Result<(), 
     }
     let now = Utc::now();
     let grace = chrono::Duration::from_std(app.config.reschedule_after).unwrap_or_default();
-    for (id, name, status, since, drain) in unavailable {
+    for (id, name, status, since) in unavailable {
         let node = NodeId(id);
         if status == "down" && since.is_some_and(|t| now - t < grace) {
-            continue;
-        }
-        // Drained for maintenance: its instances stay (if its agent goes away for good the
-        // node turns `down` and the branch above applies).
-        if status == "draining" && drain.as_deref() == Some(DrainMode::KeepInstances.as_str()) {
             continue;
         }
         let instances = app.store.instance_list_by_node(node).await?;

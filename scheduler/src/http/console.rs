@@ -6,10 +6,11 @@
 
 use super::error::ApiResult;
 use super::extract::ApiPath;
+use super::ws;
 use crate::app::App;
 use crate::error::Error;
 use crate::services::Caller;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::response::Response;
 use cloud_api::{InstanceId, NodeId};
@@ -62,11 +63,12 @@ async fn relay(
     mut socket: WebSocket,
 ) {
     let _close = app.sessions.stream_guard(request_id);
+    let _counted = ws::counted(&app.metrics.ws_clients);
     loop {
         tokio::select! {
             chunk = rx.recv() => {
                 let Some(chunk) = chunk else {
-                    let _ = socket.send(close(1011, "the node closed the console")).await;
+                    let _ = socket.send(ws::close_frame(1011, "the node closed the console")).await;
                     return;
                 };
                 if !chunk.data.is_empty()
@@ -76,7 +78,7 @@ async fn relay(
                 }
                 if chunk.eof || !chunk.error.is_empty() {
                     let reason = if chunk.error.is_empty() { "console closed".to_owned() } else { chunk.error };
-                    let _ = socket.send(close(1000, &reason)).await;
+                    let _ = socket.send(ws::close_frame(1000, &reason)).await;
                     return;
                 }
             }
@@ -84,7 +86,7 @@ async fn relay(
                 match msg {
                     Some(Ok(Message::Binary(b))) => {
                         if !app.sessions.send_input(request_id, b.to_vec()).await {
-                            let _ = socket.send(close(1011, "the node's session ended")).await;
+                            let _ = socket.send(ws::close_frame(1011, "the node's session ended")).await;
                             return;
                         }
                     }
@@ -94,16 +96,4 @@ async fn relay(
             }
         }
     }
-}
-
-fn close(code: u16, reason: &str) -> Message {
-    // WebSocket close reasons are limited to 123 bytes.
-    let mut r: String = reason.chars().take(120).collect();
-    while r.len() > 123 {
-        r.pop();
-    }
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: r.into(),
-    }))
 }

@@ -38,14 +38,6 @@ impl std::fmt::Debug for Doc {
     }
 }
 
-impl PartialEq for Doc {
-    fn eq(&self, other: &Self) -> bool {
-        self.summary == other.summary && self.status == other.status
-    }
-}
-
-impl Eq for Doc {}
-
 const PAGE: &[(&str, &str)] = &[("limit", "integer"), ("cursor", "string")];
 
 impl Doc {

@@ -5,7 +5,7 @@
 
 use super::error::ApiResult;
 use super::extract::ApiQuery;
-use super::ws;
+use super::{page, ws};
 use crate::app::App;
 use crate::error::Error;
 use crate::services::Caller;
@@ -14,7 +14,7 @@ use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, State};
 use axum::response::Response;
-use cloud_api::{Event, Page};
+use cloud_api::{Event, Page, PageQuery};
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -24,6 +24,8 @@ const SLOW: &str = "too slow: resume from your last seq";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
+    /// Events after this seq. `cursor` is the same thing (a page's `next_cursor`).
+    #[serde(alias = "cursor")]
     after: Option<i64>,
     limit: Option<u32>,
 }
@@ -52,10 +54,10 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<Page<Event>>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Error::Invalid("limit: must be between 1 and 1000".into()).into());
-    }
+    let (_, limit) = page::parse::<i64>(&PageQuery {
+        limit: q.limit,
+        cursor: None,
+    })?;
     let rows = app
         .store
         .events_after(
@@ -67,9 +69,7 @@ pub async fn list(
         .await
         .map_err(Error::from)?;
     let items: Vec<Event> = rows.iter().map(view).collect();
-    let next_cursor = (items.len() == limit as usize)
-        .then(|| items.last().map(|e| e.seq.to_string()))
-        .flatten();
+    let next_cursor = page::next_cursor(&items, limit, |e| e.seq.to_string());
     Ok(Json(Page { items, next_cursor }))
 }
 
@@ -97,7 +97,7 @@ async fn send(socket: &mut WebSocket, e: &EventRecord) -> bool {
 }
 
 async fn serve(app: Arc<App>, caller: Caller, after: i64, mut socket: WebSocket) {
-    app.metrics.ws_clients.inc();
+    let _counted = ws::counted(&app.metrics.ws_clients);
     // Subscribe before replaying, so nothing falls between the two.
     let mut live = app.events.subscribe();
     let mut last = after;
@@ -111,14 +111,12 @@ async fn serve(app: Arc<App>, caller: Caller, after: i64, mut socket: WebSocket)
             Err(e) => {
                 tracing::warn!(error = %e, "cannot replay events");
                 ws::close(&mut socket, 1011, "cannot read events; reconnect").await;
-                app.metrics.ws_clients.dec();
                 return;
             }
         };
         let n = page.len();
         for e in &page {
             if !send(&mut socket, e).await {
-                app.metrics.ws_clients.dec();
                 return;
             }
             last = e.seq;
@@ -154,5 +152,4 @@ async fn serve(app: Arc<App>, caller: Caller, after: i64, mut socket: WebSocket)
             },
         }
     }
-    app.metrics.ws_clients.dec();
 }

@@ -28,7 +28,7 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let (request_id, mut rx) = app.instance_log_follow(&caller, &id, tail).await?;
     Ok(ws.max_message_size(4096).on_upgrade(move |mut socket| async move {
-        app.metrics.ws_clients.inc();
+        let _counted = ws::counted(&app.metrics.ws_clients);
         let _close = app.sessions.stream_guard(request_id);
         loop {
             tokio::select! {
@@ -57,7 +57,6 @@ pub async fn logs(
                 },
             }
         }
-        app.metrics.ws_clients.dec();
     }))
 }
 
@@ -95,7 +94,7 @@ pub async fn stats(
     Ok(ws
         .max_message_size(4096)
         .on_upgrade(move |mut socket| async move {
-            app.metrics.ws_clients.inc();
+            let _counted = ws::counted(&app.metrics.ws_clients);
             let mut last = None;
             let mut tick = tokio::time::interval(period / 2);
             loop {
@@ -117,6 +116,5 @@ pub async fn stats(
                     },
                 }
             }
-            app.metrics.ws_clients.dec();
         }))
 }

@@ -155,10 +155,8 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let source = source.map(|Extension(ConnectInfo(a))| a.ip());
-    let email = req
-        .email
-        .trim()
-        .to_ascii_lowercase()
+    // Audited even when it is not an email address: bounded, not validated.
+    let email = crate::services::identity::normalize_email(&req.email)
         .chars()
         .take(254)
         .collect::<String>();

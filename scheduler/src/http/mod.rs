@@ -46,8 +46,11 @@ pub fn v1_routes() -> Routes {
     let any = Key(Access::AnyCaller);
     let logs_q: &'static [(&'static str, &'static str)] =
         &[("tail", "integer"), ("follow", "boolean")];
-    let events_q: &'static [(&'static str, &'static str)] =
-        &[("after", "integer"), ("limit", "integer")];
+    let events_q: &'static [(&'static str, &'static str)] = &[
+        ("after", "integer"),
+        ("cursor", "integer"),
+        ("limit", "integer"),
+    ];
     let audit_q: &'static [(&'static str, &'static str)] = &[
         ("user", "string"),
         ("resource_type", "string"),

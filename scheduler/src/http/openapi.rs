@@ -2,7 +2,7 @@
 //! descriptions) and the API types' JSON schemas (schemars). Served at `/openapi.json` and
 //! checked into the repository (`api/openapi.json`); a test fails when the two differ.
 
-use super::doc::{Body, Doc};
+use super::doc::Body;
 use super::routes::{Gate, RouteInfo};
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
@@ -14,7 +14,7 @@ pub fn document(routes: &[RouteInfo]) -> Value {
     let mut paths: Map<String, Value> = Map::new();
     for r in routes {
         let path = format!("/v1{}", r.path);
-        let op = operation(r, &r.doc, &mut generator, &error);
+        let op = operation(r, &mut generator, &error);
         let entry = paths
             .entry(path)
             .or_insert_with(|| Value::Object(Map::new()));
@@ -42,10 +42,10 @@ pub fn document(routes: &[RouteInfo]) -> Value {
 
 fn operation(
     r: &RouteInfo,
-    doc: &Doc,
     generator: &mut schemars::SchemaGenerator,
     error: &schemars::Schema,
 ) -> Value {
+    let doc = &r.doc;
     let mut params: Vec<Value> = r
         .path
         .split('/')

@@ -28,7 +28,7 @@ pub enum Gate {
 }
 
 /// One row of the route table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RouteInfo {
     pub method: &'static str,
     /// Under `/v1`, with `{param}` placeholders.

@@ -84,8 +84,13 @@ fn password_matches(password: &str, phc: &str) -> bool {
     })
 }
 
+/// The form emails are stored and compared in.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
 fn check_email(email: &str) -> Result<String> {
-    let e = email.trim().to_ascii_lowercase();
+    let e = normalize_email(email);
     let ok = e.len() <= 254
         && e.split_once('@').is_some_and(|(l, d)| {
             !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')

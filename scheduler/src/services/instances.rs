@@ -202,13 +202,23 @@ impl App {
         Ok(inst)
     }
 
-    /// The last `tail` lines (0 = all) of the instance's output, relayed from its node.
-    /// Opens a following log stream of an instance (the caller relays and closes it).
+    /// Opens a log stream of an instance on its node: the last `tail` lines (0 = all), then,
+    /// with `follow`, new output as it comes (the caller relays and closes it).
     pub async fn instance_log_follow(
         &self,
         caller: &Caller,
         id_or_name: &str,
         tail: u32,
+    ) -> Result<(u64, tokio::sync::mpsc::Receiver<cloud_proto::v1::LogChunk>)> {
+        self.open_logs(caller, id_or_name, tail, true).await
+    }
+
+    async fn open_logs(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        tail: u32,
+        follow: bool,
     ) -> Result<(u64, tokio::sync::mpsc::Receiver<cloud_proto::v1::LogChunk>)> {
         let inst = self.instance_lookup(caller, id_or_name).await?;
         let Some(node) = inst.node_id.map(NodeId) else {
@@ -218,32 +228,7 @@ impl App {
             )));
         };
         self.sessions
-            .open_log_stream(node, InstanceId(inst.id), tail, true)
-            .map_err(|e| match e {
-                SessionError::NotConnected(_) => Error::Unavailable(format!(
-                    "the node of instance {:?} is not connected; logs are unavailable",
-                    inst.name
-                )),
-                SessionError::Busy(_) => Error::Unavailable(e.to_string()),
-            })
-    }
-
-    pub async fn instance_logs(
-        &self,
-        caller: &Caller,
-        id_or_name: &str,
-        tail: u32,
-    ) -> Result<Vec<u8>> {
-        let inst = self.instance_lookup(caller, id_or_name).await?;
-        let Some(node) = inst.node_id.map(NodeId) else {
-            return Err(Error::Conflict(format!(
-                "instance {:?} has not been placed on a node yet",
-                inst.name
-            )));
-        };
-        let (request_id, mut rx) = self
-            .sessions
-            .open_log_stream(node, InstanceId(inst.id), tail, false)
+            .open_log_stream(node, InstanceId(inst.id), tail, follow)
             .map_err(|e| match e {
                 SessionError::NotConnected(_) => Error::Unavailable(format!(
                     "the node of instance {:?} ({}) is not connected; logs are unavailable",
@@ -251,7 +236,17 @@ impl App {
                     inst.node_name.as_deref().unwrap_or("?")
                 )),
                 SessionError::Busy(_) => Error::Unavailable(e.to_string()),
-            })?;
+            })
+    }
+
+    /// The last `tail` lines (0 = all) of the instance's output, relayed from its node.
+    pub async fn instance_logs(
+        &self,
+        caller: &Caller,
+        id_or_name: &str,
+        tail: u32,
+    ) -> Result<Vec<u8>> {
+        let (request_id, mut rx) = self.open_logs(caller, id_or_name, tail, false).await?;
         let _close = self.sessions.stream_guard(request_id);
         let mut out = Vec::new();
         let collected = tokio::time::timeout(LOG_TIMEOUT, async {

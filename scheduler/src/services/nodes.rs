@@ -379,10 +379,15 @@ impl App {
 
     /// A node declared down is heard from again on its open session.
     pub async fn node_revive(&self, node: NodeId) -> Result<()> {
-        if self.store.node_set_ready_if_down(node).await? {
-            tracing::info!(%node, "node is back");
-            self.events
-                .emit(None, "node.ready", "node", node, serde_json::json!({}));
+        if let Some(status) = self.store.node_set_ready_if_down(node).await? {
+            tracing::info!(%node, %status, "node is back");
+            self.events.emit(
+                None,
+                "node.ready",
+                "node",
+                node,
+                serde_json::json!({ "status": status }),
+            );
             self.sessions.notify_desired(node);
             self.planner
                 .notify(crate::planner::Event::NodeChanged(node));

@@ -61,8 +61,8 @@ pub struct NodeWithAllocation {
     pub alloc_memory_mb: Option<i64>,
 }
 
-/// A row of [`Store::node_list_unavailable`]: id, name, status, since when, drain mode.
-pub type UnavailableNode = (Uuid, String, String, Option<DateTime<Utc>>, Option<String>);
+/// A row of [`Store::node_list_unavailable`]: id, name, status, since when.
+pub type UnavailableNode = (Uuid, String, String, Option<DateTime<Utc>>);
 
 /// Node labels, key → value.
 pub type Labels = BTreeMap<String, String>;
@@ -271,19 +271,18 @@ impl Store {
         Ok(changed)
     }
 
-    /// `down` → `ready` (or `draining` when drained); returns whether it changed.
-    pub async fn node_set_ready_if_down(&self, id: NodeId) -> StoreResult<bool> {
-        let done = on_pool!(self, p => sqlx::query(
+    /// `down` → `ready` (or `draining` when drained); returns the new status if it changed.
+    pub async fn node_set_ready_if_down(&self, id: NodeId) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = on_pool!(self, p => sqlx::query_as(
             "UPDATE nodes SET status = CASE WHEN drain IS NOT NULL THEN 'draining' ELSE 'ready' END,
                 updated_at = $2, status_changed_at = $2
-             WHERE id = $1 AND status = 'down'",
+             WHERE id = $1 AND status = 'down' RETURNING status",
         )
         .bind(id.0)
         .bind(Utc::now())
-        .execute(p)
-        .await?
-        .rows_affected());
-        Ok(done > 0)
+        .fetch_optional(p)
+        .await?);
+        Ok(row.map(|r| r.0))
     }
 
     /// When an agent has applied a generation the store has not reached (a restored
@@ -360,10 +359,12 @@ impl Store {
         })
     }
 
-    /// Nodes that are down or draining: id, name, status, since when, drain mode.
+    /// Nodes whose instances may have to move: down nodes, and nodes drained to evacuate (a
+    /// `keep_instances` drain keeps them): id, name, status, since when.
     pub async fn node_list_unavailable(&self) -> StoreResult<Vec<UnavailableNode>> {
         on_pool!(self, p => Ok(sqlx::query_as(
-            "SELECT id, name, status, status_changed_at, drain FROM nodes WHERE status IN ('down', 'draining') ORDER BY id",
+            "SELECT id, name, status, status_changed_at FROM nodes
+             WHERE status = 'down' OR (status = 'draining' AND drain = 'evacuate') ORDER BY id",
         )
         .fetch_all(p)
         .await?))
