@@ -34,6 +34,9 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+require_root "$SCRIPT_DIR/fuzz.sh" "$@"
+ensure_packages python3-venv curl
+require_cargo
 ensure_schemathesis
 cd "$REPO_ROOT"
 cargo build -q -p cloud-scheduler --bin cloud-scheduler

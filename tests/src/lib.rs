@@ -81,16 +81,37 @@ impl Cluster {
         }
     }
 
-    /// A new API key of the default project **without** operator rights (what a tenant gets).
-    /// A key of a new user who is a `member` of the default project.
+    /// A key of a new user who is a `member` of the default project (no operator rights: what
+    /// a tenant gets).
     pub async fn member_key(&self) -> String {
         self.key_with_role("member").await
     }
 
     /// A key of a new user bound to `role` in the default project.
     pub async fn key_with_role(&self, role: &str) -> String {
+        let project = self.running().app.default_project.0.to_string();
+        self.key_in_project(&project, role).await
+    }
+
+    /// A new project (another tenant): its id, and a key of its new admin.
+    pub async fn project_admin_key(&self, name: &str) -> (uuid::Uuid, String) {
+        let project = self
+            .running()
+            .app
+            .project_create(cloud_api::CreateProjectRequest {
+                name: name.into(),
+                admin: None,
+            })
+            .await
+            .expect("project");
+        let key = self.key_in_project(name, "admin").await;
+        (project.id, key)
+    }
+
+    /// A key of a new user bound to `role` in `project` (id or name).
+    pub async fn key_in_project(&self, project: &str, role: &str) -> String {
         let app = &self.running().app;
-        let project = app.default_project.0.to_string();
+        let project = project.to_owned();
         let email = format!("{role}-{}@test.example", uuid::Uuid::now_v7().simple());
         app.user_create(cloud_api::CreateUserRequest {
             email: email.clone(),

@@ -30,31 +30,7 @@ async fn events_are_ordered_per_project_resumable_and_slow_clients_are_dropped()
 
     // Another project's admin sees none of this project's events.
     let app = c.running().app.clone();
-    app.project_create(cloud_api::CreateProjectRequest {
-        name: "other".into(),
-        admin: None,
-    })
-    .await
-    .unwrap();
-    app.user_create(cloud_api::CreateUserRequest {
-        email: "o@test.example".into(),
-        project: Some("other".into()),
-        role: Some("admin".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let (_, other_key) = app
-        .user_key_create(
-            "o@test.example",
-            cloud_api::CreateApiKeyRequest {
-                name: "k".into(),
-                project: Some("other".into()),
-                expires_in_seconds: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (_, other_key) = c.project_admin_key("other").await;
     let other = cloud_api::Client::new(&c.http_url(), Some(other_key)).unwrap();
 
     let mut live = member.events_stream(0).await.unwrap();

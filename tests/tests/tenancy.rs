@@ -138,33 +138,8 @@ async fn another_project_can_neither_see_nor_touch_a_projects_resources() {
 
     // Project B and its admin.
     let app = c.running().app.clone();
-    let b_project = app
-        .project_create(cloud_api::CreateProjectRequest {
-            name: "tenant-b".into(),
-            admin: None,
-        })
-        .await
-        .unwrap();
-    app.user_create(cloud_api::CreateUserRequest {
-        email: "b@test.example".into(),
-        project: Some("tenant-b".into()),
-        role: Some("admin".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let (_, b_key) = app
-        .user_key_create(
-            "b@test.example",
-            cloud_api::CreateApiKeyRequest {
-                name: "b".into(),
-                project: Some("tenant-b".into()),
-                expires_in_seconds: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_ne!(b_project.id, app.default_project.0);
+    let (b_project, b_key) = c.project_admin_key("tenant-b").await;
+    assert_ne!(b_project, app.default_project.0);
 
     let ids: Vec<String> = [
         inst.id.to_string(),
